@@ -1,0 +1,144 @@
+"""SQLite persistence for the queue and the history, so a restart loses nothing.
+
+One file in the user directory, WAL mode. Pending and running prompts live in `prompts`;
+finished ones move to `history` (completion order = row order). A prompt found `running`
+at start-up was cut off by a crash: it is re-queued once, and marked failed the second time.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_id   TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL,
+    item        TEXT NOT NULL,      -- JSON [number, prompt_id, prompt, extra_data, outputs_to_execute]
+    state       TEXT NOT NULL,      -- 'pending' | 'running'
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    started_at  INTEGER
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT PRIMARY KEY,
+    value       INTEGER NOT NULL    -- 'counter': the next ComfyUI `number`
+);
+CREATE TABLE IF NOT EXISTS history (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    prompt_id   TEXT UNIQUE NOT NULL,
+    entry       TEXT NOT NULL,      -- JSON history entry, as GET /history/{id} shows it
+    timing      TEXT NOT NULL       -- JSON {create_time, execution_start_time, execution_end_time}
+);
+"""
+
+
+@dataclass
+class StoredPrompt:
+    """A queued prompt as persisted: the queue item and how often it has been started."""
+
+    seq: int
+    item: list[Any]
+    state: str
+    attempts: int
+
+
+class Store:
+    """Thread-safe access to the SQLite file (the HTTP loop and the worker thread share it)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- queue -----------------------------------------------------------------------------
+    def add_pending(self, prompt_id: str, seq: int, item: list[Any], counter: int) -> None:
+        """Persist a new pending prompt and the number counter as it stands after it."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            db.execute(
+                "INSERT OR REPLACE INTO prompts (prompt_id, seq, item, state, attempts) VALUES (?, ?, ?, 'pending', 0)",
+                (prompt_id, seq, json.dumps(item)),
+            )
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('counter', ?)", (counter,))
+            db.execute("COMMIT")
+
+    def counter(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key='counter'").fetchone()
+        return int(row[0]) if row else 0
+
+    def mark_running(self, prompt_id: str, started_at: int) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE prompts SET state='running', attempts=attempts+1, started_at=? WHERE prompt_id=?",
+                (started_at, prompt_id),
+            )
+
+    def remove_pending(self, prompt_ids: list[str]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "DELETE FROM prompts WHERE prompt_id=? AND state='pending'", [(p,) for p in prompt_ids]
+            )
+
+    def clear_pending(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM prompts WHERE state='pending'")
+
+    def queued(self) -> list[StoredPrompt]:
+        """Every prompt not yet finished, in submission order."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, item, state, attempts FROM prompts ORDER BY seq").fetchall()
+        return [StoredPrompt(seq, json.loads(item), state, attempts) for seq, item, state, attempts in rows]
+
+    def requeue(self, prompt_id: str) -> None:
+        with self._lock:
+            self._db.execute("UPDATE prompts SET state='pending' WHERE prompt_id=?", (prompt_id,))
+
+    # -- history ---------------------------------------------------------------------------
+    def finish(self, prompt_id: str, entry: dict[str, Any], timing: dict[str, Any], max_history: int) -> None:
+        """Move a prompt from the queue to the history in one transaction; trim the oldest."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                db.execute("DELETE FROM prompts WHERE prompt_id=?", (prompt_id,))
+                db.execute("DELETE FROM history WHERE prompt_id=?", (prompt_id,))
+                db.execute(
+                    "INSERT INTO history (prompt_id, entry, timing) VALUES (?, ?, ?)",
+                    (prompt_id, json.dumps(entry), json.dumps(timing)),
+                )
+                db.execute(
+                    "DELETE FROM history WHERE seq <= (SELECT seq FROM history ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (max_history,),
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def history(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """(prompt_id, entry, timing) for every finished prompt, oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT prompt_id, entry, timing FROM history ORDER BY seq").fetchall()
+        return [(pid, json.loads(entry), json.loads(timing)) for pid, entry, timing in rows]
+
+    def delete_history(self, prompt_ids: list[str]) -> None:
+        with self._lock:
+            self._db.executemany("DELETE FROM history WHERE prompt_id=?", [(p,) for p in prompt_ids])
+
+    def clear_history(self) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM history")

@@ -1,0 +1,87 @@
+"""PromptQueue ordering and SQLite persistence, without a server."""
+
+from pathlib import Path
+
+from comfyserve.queue import PromptQueue, QueueItem
+from comfyserve.store import Store
+
+
+class RecordingHub:
+    def __init__(self):
+        self.sent = []
+
+    def send(self, event, data, sid=None):
+        self.sent.append((event, data, sid))
+
+
+def make_queue(path: Path) -> PromptQueue:
+    return PromptQueue(Store(path / "q.sqlite3"), RecordingHub())
+
+
+def item(queue: PromptQueue, prompt_id: str, number=None) -> QueueItem:
+    number = queue.next_number() if number is None else number
+    return QueueItem(number, prompt_id, {"1": {"class_type": "X", "inputs": {}}}, {"create_time": 1}, ["1"])
+
+
+def test_lowest_number_runs_first_and_status_counts_running(tmp_path):
+    queue = make_queue(tmp_path)
+    for pid in ("a", "b"):
+        queue.put(item(queue, pid))
+    queue.put(item(queue, "front", number=-5))
+    assert queue.remaining() == 3
+    first = queue.take(timeout=0)
+    assert first.prompt_id == "front"
+    assert queue.remaining() == 3  # the running prompt still counts
+    assert [i.prompt_id for i in queue.snapshot()[0]] == ["front"]
+    assert queue.hub.sent[-1] == ("status", {"status": {"exec_info": {"queue_remaining": 3}}}, None)
+
+
+def test_delete_and_clear_only_touch_pending(tmp_path):
+    queue = make_queue(tmp_path)
+    for pid in ("a", "b", "c"):
+        queue.put(item(queue, pid))
+    running = queue.take(timeout=0)
+    queue.delete_pending([running.prompt_id, "b", "unknown"])
+    assert [i.prompt_id for i in queue.snapshot()[1]] == ["c"]
+    queue.clear_pending()
+    assert queue.snapshot() == ([running], [])
+
+
+def test_pending_prompts_survive_a_restart(tmp_path):
+    queue = make_queue(tmp_path)
+    for pid in ("a", "b"):
+        queue.put(item(queue, pid))
+    restored = make_queue(tmp_path)
+    assert [i.prompt_id for i in restored.snapshot()[1]] == ["a", "b"]
+    # The number counter carries on after the restart.
+    assert restored.next_number() == 2
+
+
+def test_running_prompt_is_requeued_once_then_failed(tmp_path):
+    queue = make_queue(tmp_path)
+    queue.put(item(queue, "a"))
+    queue.take(timeout=0)  # started; then the process "dies"
+
+    second = make_queue(tmp_path)
+    assert [i.prompt_id for i in second.snapshot()[1]] == ["a"]
+    again = second.take(timeout=0)  # started a second time; dies again
+    assert again.attempts == 2
+
+    third = make_queue(tmp_path)
+    assert third.snapshot() == ([], [])
+    entry = third.history["a"].entry
+    assert entry["status"]["status_str"] == "error"
+    assert entry["status"]["completed"] is False
+    assert entry["status"]["messages"][-1][0] == "execution_error"
+
+
+def test_history_is_kept_in_completion_order_and_bounded(tmp_path):
+    queue = PromptQueue(Store(tmp_path / "q.sqlite3"), RecordingHub(), max_history=2)
+    for pid in ("a", "b", "c"):
+        queue.put(item(queue, pid))
+        taken = queue.take(timeout=0)
+        queue.finish(taken, {"prompt": taken.as_list(), "outputs": {}, "status": {}, "meta": {}})
+    assert list(queue.history) == ["b", "c"]
+    restored = PromptQueue(Store(tmp_path / "q.sqlite3"), RecordingHub(), max_history=2)
+    assert list(restored.history) == ["b", "c"]
+    assert restored.history["c"].timing["execution_end_time"] >= restored.history["c"].timing["execution_start_time"]
