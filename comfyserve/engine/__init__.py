@@ -1,0 +1,1 @@
+"""The graph engine: node registry, validation, execution order and the executor."""

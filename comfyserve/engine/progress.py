@@ -1,0 +1,78 @@
+"""Per-prompt progress: the `progress_state` node map and the progress API nodes call.
+
+The executor installs a `ProgressReporter` while a node runs; `report(value, max)` from node
+code (or `comfy.utils.ProgressBar`) sends `progress` and `progress_state` for that node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Send = Callable[[str, dict[str, Any]], None]
+
+
+class ProgressState:
+    """ComfyUI's `progress_state` map for one prompt: every node touched so far."""
+
+    def __init__(self, prompt_id: str, send_state: Send) -> None:
+        self.prompt_id = prompt_id
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self._send_state = send_state
+
+    def _set(self, node_id: str, state: str, value: float, maximum: float) -> None:
+        self.nodes[node_id] = {
+            "value": float(value),
+            "max": float(maximum),
+            "state": state,
+            "node_id": node_id,
+            "prompt_id": self.prompt_id,
+            "display_node_id": node_id,
+            "parent_node_id": None,
+            "real_node_id": node_id,
+        }
+        self._send_state("progress_state", {"prompt_id": self.prompt_id, "nodes": dict(self.nodes)})
+
+    def start(self, node_id: str) -> None:
+        self._set(node_id, "running", 0.0, 1.0)
+
+    def update(self, node_id: str, value: float, maximum: float) -> None:
+        self._set(node_id, "running", value, maximum)
+
+    def finish(self, node_id: str) -> None:
+        current = self.nodes.get(node_id)
+        maximum = current["max"] if current else 1.0
+        self._set(node_id, "finished", maximum, maximum)
+
+
+class ProgressReporter:
+    """What the running node reports to: `progress` events plus the state map."""
+
+    def __init__(self, prompt_id: str, node_id: str, state: ProgressState, send: Send) -> None:
+        self.prompt_id = prompt_id
+        self.node_id = node_id
+        self.state = state
+        self._send = send
+
+    def report(self, value: float, maximum: float) -> None:
+        self._send("progress", {"value": value, "max": maximum, "prompt_id": self.prompt_id, "node": self.node_id})
+        self.state.update(self.node_id, value, maximum)
+
+
+_current: ProgressReporter | None = None
+
+
+def set_current(reporter: ProgressReporter | None) -> None:
+    global _current
+    _current = reporter
+
+
+def current() -> ProgressReporter | None:
+    """The reporter of the node running now (None outside execution)."""
+    return _current
+
+
+def report(value: float, maximum: float) -> None:
+    """Report progress of the node running now; a no-op outside execution."""
+    if _current is not None:
+        _current.report(value, maximum)
