@@ -1,0 +1,1 @@
+"""The aiohttp server: app factory, middlewares, one module per route family, websocket hub."""

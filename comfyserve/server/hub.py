@@ -1,0 +1,100 @@
+"""The websocket hub: which sockets are open, and one ordered outbox to them.
+
+Every message — from route handlers or from the worker thread — goes through one queue and
+one sender task, so clients see events in the order they were emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+import threading
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+# Binary frame event types (first 4 bytes, big-endian), as ComfyUI numbers them.
+PREVIEW_IMAGE = 1
+UNENCODED_PREVIEW_IMAGE = 2
+TEXT = 3
+PREVIEW_IMAGE_WITH_METADATA = 4
+
+
+class WebSocketHub:
+    """Open sockets by client id, and the ordered outbox that feeds them."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, web.WebSocketResponse] = {}
+        self.client_features: dict[str, dict[str, Any]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox: asyncio.Queue | None = None
+        self._sender: asyncio.Task | None = None
+        self._lock = threading.Lock()
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._outbox = asyncio.Queue()
+        self._sender = loop.create_task(self._drain())
+
+    # -- sending -------------------------------------------------------------------------
+    def send(self, event: str, data: Any, sid: str | None = None) -> None:
+        """Queue a JSON message for one client (`sid`) or everyone (`sid=None`). Thread-safe."""
+        self._enqueue((json.dumps({"type": event, "data": data}), sid))
+
+    def send_bytes(self, event_type: int, payload: bytes, sid: str | None = None) -> None:
+        """Queue a binary frame: 4-byte big-endian event type, then `payload`. Thread-safe."""
+        self._enqueue((struct.pack(">I", event_type) + payload, sid))
+
+    def _enqueue(self, item: tuple[str | bytes, str | None]) -> None:
+        loop, outbox = self._loop, self._outbox
+        if loop is None or outbox is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            outbox.put_nowait(item)
+        else:
+            try:
+                loop.call_soon_threadsafe(outbox.put_nowait, item)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    async def _drain(self) -> None:
+        assert self._outbox is not None
+        while True:
+            message, sid = await self._outbox.get()
+            if sid is None:
+                targets = list(self.sockets.values())
+            else:
+                ws = self.sockets.get(sid)
+                targets = [ws] if ws is not None else []
+            for ws in targets:
+                try:
+                    if isinstance(message, bytes):
+                        await ws.send_bytes(message)
+                    else:
+                        await ws.send_str(message)
+                except (ConnectionResetError, RuntimeError) as exc:
+                    log.debug("dropping message to a closed socket: %s", exc)
+
+    # -- sockets -------------------------------------------------------------------------
+    def add(self, sid: str, ws: web.WebSocketResponse) -> None:
+        self.sockets[sid] = ws
+
+    def remove(self, sid: str, ws: web.WebSocketResponse) -> None:
+        if self.sockets.get(sid) is ws:
+            del self.sockets[sid]
+            self.client_features.pop(sid, None)
+
+    async def close_all(self) -> None:
+        for ws in list(self.sockets.values()):
+            await ws.close()
+        self.sockets.clear()
+        if self._sender is not None:
+            self._sender.cancel()
