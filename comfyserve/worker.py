@@ -7,12 +7,15 @@ submitting client, then `status` to everyone, then `executing {node: null}`.
 
 from __future__ import annotations
 
+import json
 import logging
+import struct
 from typing import TYPE_CHECKING, Any
 
 from comfyserve.engine import interrupt
 from comfyserve.engine.cache import OutputCache
 from comfyserve.engine.execute import Executor, PromptJob
+from comfyserve.server.hub import PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA
 
 if TYPE_CHECKING:
     from comfyserve.queue import PromptQueue, QueueItem
@@ -25,8 +28,9 @@ class ClientSink:
     """Execution events go to the submitting client only; without one, only progress_state
     is sent, to everyone (ComfyUI's addressing)."""
 
-    def __init__(self, queue: PromptQueue, client_id: str | None) -> None:
+    def __init__(self, queue: PromptQueue, client_id: str | None, prompt_id: str) -> None:
         self.queue = queue
+        self.prompt_id = prompt_id
         self.hub = queue.hub
         self.client_id = client_id
 
@@ -38,6 +42,27 @@ class ClientSink:
 
     def progress_state(self, event: str, data: dict[str, Any]) -> None:
         self.hub.send(event, data, self.client_id)
+
+    def preview(self, node_id: str, preview: tuple[str, bytes], before_progress: bool) -> None:
+        """A binary preview frame in the layout this client understands (ComfyUI's types 1 and 4)."""
+        if self.client_id is None:
+            return
+        media_type, image = preview
+        wants_metadata = bool(self.hub.client_features.get(self.client_id, {}).get("supports_preview_metadata"))
+        if wants_metadata and before_progress:
+            metadata = json.dumps({
+                "node_id": node_id,
+                "prompt_id": self.prompt_id,
+                "display_node_id": node_id,
+                "parent_node_id": None,
+                "real_node_id": node_id,
+                "image_type": media_type,
+            }).encode()
+            payload = struct.pack(">I", len(metadata)) + metadata + image
+            self.hub.send_bytes(PREVIEW_IMAGE_WITH_METADATA, payload, self.client_id)
+        elif not wants_metadata and not before_progress:
+            image_format = 2 if media_type == "image/png" else 1
+            self.hub.send_bytes(PREVIEW_IMAGE, struct.pack(">I", image_format) + image, self.client_id)
 
 
 def run_worker(queue: PromptQueue, ctx: ServerContext) -> None:
@@ -72,7 +97,7 @@ def apply_free_requests(queue: PromptQueue, executor: Executor, ctx: ServerConte
 
 def run_one(queue: PromptQueue, executor: Executor, item: QueueItem) -> None:
     queue.send_status()
-    sink = ClientSink(queue, item.client_id)
+    sink = ClientSink(queue, item.client_id, item.prompt_id)
     job = PromptJob(item.prompt_id, item.prompt, item.extra_data, item.outputs_to_execute)
     result = executor.execute(job, sink)
     entry = {

@@ -29,6 +29,8 @@ class EventSink(Protocol):
 
     def progress_state(self, event: str, data: dict[str, Any]) -> None: ...
 
+    def preview(self, node_id: str, preview: progress.Preview, before_progress: bool) -> None: ...
+
 
 @dataclass
 class ExecutionResult:
@@ -180,7 +182,7 @@ class Executor:
             obj = self._objects.get((node_id, class_type))
             if obj is None:
                 obj = self._objects[(node_id, class_type)] = cls()
-            progress.set_current(progress.ProgressReporter(job.prompt_id, node_id, state, sink.send))
+            progress.set_current(progress.ProgressReporter(job.prompt_id, node_id, state, sink.send, sink.preview))
             return self._map_over_list(cls, obj, inputs)
         except interrupt.InterruptProcessingException:
             raise

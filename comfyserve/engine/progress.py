@@ -10,6 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 Send = Callable[[str, dict[str, Any]], None]
+# (media type, encoded image) — "image/jpeg" or "image/png".
+Preview = tuple[str, bytes]
+SendPreview = Callable[[str, Preview, bool], None]
 
 
 class ProgressState:
@@ -48,14 +51,31 @@ class ProgressState:
 class ProgressReporter:
     """What the running node reports to: `progress` events plus the state map."""
 
-    def __init__(self, prompt_id: str, node_id: str, state: ProgressState, send: Send) -> None:
+    def __init__(
+        self,
+        prompt_id: str,
+        node_id: str,
+        state: ProgressState,
+        send: Send,
+        send_preview: SendPreview | None = None,
+    ) -> None:
         self.prompt_id = prompt_id
         self.node_id = node_id
         self.state = state
         self._send = send
+        self._send_preview = send_preview
 
-    def report(self, value: float, maximum: float) -> None:
+    def report(self, value: float, maximum: float, preview: Preview | None = None) -> None:
+        """`progress` (+ a binary preview frame when given), then the updated state map.
+
+        ComfyUI sends metadata previews (type 4) just before `progress` and plain ones (type 1)
+        just after it; the sink picks the kind each client asked for.
+        """
+        if preview is not None and self._send_preview is not None:
+            self._send_preview(self.node_id, preview, True)
         self._send("progress", {"value": value, "max": maximum, "prompt_id": self.prompt_id, "node": self.node_id})
+        if preview is not None and self._send_preview is not None:
+            self._send_preview(self.node_id, preview, False)
         self.state.update(self.node_id, value, maximum)
 
 
@@ -72,7 +92,7 @@ def current() -> ProgressReporter | None:
     return _current
 
 
-def report(value: float, maximum: float) -> None:
-    """Report progress of the node running now; a no-op outside execution."""
+def report(value: float, maximum: float, preview: Preview | None = None) -> None:
+    """Report progress (and optionally a preview image) of the node running now; a no-op outside execution."""
     if _current is not None:
-        _current.report(value, maximum)
+        _current.report(value, maximum, preview)

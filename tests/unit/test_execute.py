@@ -2,7 +2,7 @@
 
 import threading
 
-from comfyserve.engine import interrupt
+from comfyserve.engine import interrupt, progress
 from comfyserve.engine.cache import OutputCache
 from comfyserve.engine.execute import Executor, PromptJob
 from comfyserve.engine.registry import NodeRegistry
@@ -87,6 +87,20 @@ class Stop:
         return (value,)
 
 
+class Steps:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT",)}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value):
+        for step in range(1, 3):
+            progress.report(step, 2, ("image/jpeg", b"jpegbytes"))
+        return (value,)
+
+
 class Sink:
     def __init__(self):
         self.events = []
@@ -97,6 +111,9 @@ class Sink:
     def progress_state(self, event, data):
         self.events.append((event, data))
 
+    def preview(self, node_id, preview, before_progress):
+        self.events.append(("preview", {"node": node_id, "before": before_progress, "type": preview[0]}))
+
     def types(self):
         return [e for e, _ in self.events if e != "progress_state"]
 
@@ -104,7 +121,7 @@ class Sink:
 def make_executor(mode="classic"):
     registry = NodeRegistry()
     registry.register_mappings(
-        {"Number": Number, "Add": Add, "Show": Show, "Range": Range, "Boom": Boom, "Stop": Stop}
+        {"Number": Number, "Add": Add, "Show": Show, "Range": Range, "Boom": Boom, "Stop": Stop, "Steps": Steps}
     )
     interrupt.use_flag(threading.Event())
     return Executor(registry=registry, cache=OutputCache(mode=mode))
@@ -203,3 +220,18 @@ def test_interrupt_inside_a_node():
     assert data["node_id"] == "3" and data["node_type"] == "Stop"
     assert result.status_str == "error" and result.completed is False
     assert result.messages[-1][0] == "execution_interrupted"
+
+
+def test_progress_reports_send_progress_previews_and_state():
+    prompt = {**PROMPT, "3": {"class_type": "Steps", "inputs": {"value": ["1", 0]}}}
+    _, sink = run(make_executor(), prompt)
+    around = [(e, d) for e, d in sink.events if e in ("progress", "preview")]
+    assert [e for e, _ in around] == ["preview", "progress", "preview"] * 2
+    assert around[1][1] == {"value": 1, "max": 2, "prompt_id": "p", "node": "3"}
+    assert [d["before"] for e, d in around if e == "preview"] == [True, False, True, False]
+    states = []
+    for event, data in sink.events:
+        if event == "progress_state" and "3" in data["nodes"] and data["nodes"]["3"] not in states:
+            states.append(data["nodes"]["3"])
+    assert [(s["state"], s["value"], s["max"]) for s in states] == [
+        ("running", 0.0, 1.0), ("running", 1.0, 2.0), ("running", 2.0, 2.0), ("finished", 2.0, 2.0)]
