@@ -5,14 +5,14 @@ Order of work, as ComfyUI does it: every node must name a known `class_type` (el
 be empty (else `prompt_no_outputs`); then each output is checked together with everything it
 links to. An output is good when neither it nor anything upstream has an error. If at least one
 output is good the prompt is accepted and only the good outputs run; the rest are reported in
-`node_errors`. Beyond ComfyUI, a dependency cycle is reported on the nodes that form it, and the
-prompt itself must be a JSON object.
+`node_errors`. Beyond ComfyUI: a dependency cycle is reported on the nodes that form it, a bad
+link on the node that holds it, and the prompt itself must be a JSON object.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +101,7 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def _class_lookup(registry: NodeRegistry):
+def _class_lookup(registry: NodeRegistry) -> Callable[[str], type]:
     def lookup(class_type: str) -> type:
         cls = registry.get(class_type)
         if cls is None:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import inspect
 import json
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -188,26 +189,20 @@ class NodeChecker:
         inputs = node.get("inputs", {})
         received_types: dict[str, Any] = {}
         for spec in info.inputs.values():
-            try:
-                self._check_input(node_id, info, spec, inputs, result, received_types)
-            except Exception as exc:
-                result.errors.append(
-                    exception_error(exc, "exception_during_validation", "Exception when validating node", input_name=spec.name)
-                )
+            with _reported(result, spec.name):
+                self._check_input(info, spec, inputs, result, received_types)
         for name, value in inputs.items():
             if name not in info.inputs:
-                self._check_undeclared_link(name, value, result)
+                with _reported(result, name):
+                    self._check_undeclared_link(name, value, result)
         if info.validate is not None:
-            try:
+            with _reported(result, None):
                 self._run_validate_inputs(node_id, info, info.validate, inputs, received_types, result)
-            except Exception as exc:
-                result.errors.append(exception_error(exc, "exception_during_validation", "Exception when validating node"))
         return result
 
     # -- declared inputs ---------------------------------------------------------------------
     def _check_input(
         self,
-        node_id: str,
         info: NodeClassInfo,
         spec: InputSpec,
         inputs: dict[str, Any],
@@ -382,17 +377,16 @@ class NodeChecker:
         ):
             return  # it could only fail on the argument already reported missing
         returned = _call_over_lists(info.cls, validate.function, arguments)
-        failures = [r for r in returned if r is not True]
-        if not failures:
-            return
-        names = list(arguments) or [None]
-        for name in names:
-            for failure in failures:
-                details = name or ""
-                if failure is not False:
-                    details = f"{details} - {failure}" if name else str(failure)
-                extra = {"input_name": name} if name else {}
-                result.errors.append(error("custom_validation_failed", "Custom validation failed for node", details, **extra))
+        name = _first_input_argument(validate, arguments)
+        for failure in returned:
+            if failure is True:
+                continue
+            # ComfyUI repeats each failure once per argument; one error, on the first input, says it once
+            details = name or ""
+            if failure is not False:
+                details = f"{name} - {failure}" if name else str(failure)
+            extra = {"input_name": name} if name else {}
+            result.errors.append(error("custom_validation_failed", "Custom validation failed for node", details, **extra))
 
     def _validate_arguments(
         self,
@@ -422,6 +416,23 @@ class NodeChecker:
         if "input_types" in validate.args:
             arguments["input_types"] = [received_types]
         return arguments
+
+
+@contextmanager
+def _reported(result: NodeCheck, input_name: str | None) -> Iterator[None]:
+    """Turn an exception raised while checking (usually by node code) into the node's error."""
+    try:
+        yield
+    except Exception as exc:
+        extra = {"input_name": input_name} if input_name is not None else {}
+        result.errors.append(exception_error(exc, "exception_during_validation", "Exception when validating node", **extra))
+
+
+def _first_input_argument(validate: ValidateFunction, arguments: dict[str, Any]) -> str | None:
+    """The input a failed VALIDATE_INPUTS is reported on: its first named argument that was passed."""
+    named = [a for a in validate.args if a in arguments and a != "input_types"]
+    rest = [a for a in arguments if a != "input_types" and a not in named]
+    return (named + rest + [None])[0]
 
 
 def _count_outputs(count: int) -> str:
