@@ -128,8 +128,8 @@ class Folders:
         for config in settings.extra_model_paths_config:
             from comfyserve.extra_model_paths import load_extra_model_paths
 
-            for name, path in load_extra_model_paths(Path(config)):
-                folders.add_model_path(name, path)
+            for name, path, first in load_extra_model_paths(Path(config)):
+                folders.add_model_path(name, path, first=first)
         return folders
 
     def add_model_path(self, name: str, path: Path, first: bool = False) -> None:

@@ -83,8 +83,8 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def serve(settings: Settings) -> None:
-    """Run the server until interrupted."""
+def serve(settings: Settings, exit_after_start: bool = False) -> None:
+    """Run the server until interrupted (or, with `exit_after_start`, until nodes have loaded)."""
     app = create_app(settings)
     tls = ssl_context(settings)
     scheme = "https" if tls else "http"
@@ -94,6 +94,8 @@ def serve(settings: Settings) -> None:
             shown = f"[{host}]" if ":" in host else host
             shown = "127.0.0.1" if host in ("0.0.0.0", "::") else shown
             log.info("To see the GUI go to: %s://%s:%d", scheme, shown, settings.port)
+    if exit_after_start:
+        app.on_startup.append(_exit_when_loaded)
     web.run_app(
         app,
         host=hosts,
@@ -103,3 +105,19 @@ def serve(settings: Settings) -> None:
         access_log=None,
         handle_signals=True,
     )
+
+
+def _graceful_exit() -> None:
+    # Raised from a plain loop callback, as aiohttp's own signal handler does, so run_app
+    # shuts down cleanly.
+    raise web.GracefulExit()
+
+
+async def _exit_when_loaded(app: web.Application) -> None:
+    # --quick-test-for-ci: prove start-up works (nodes import), then stop as on Ctrl-C.
+    async def stop_after_load() -> None:
+        await app[CONTEXT].extras["loader_task"]
+        log.info("start-up complete; exiting (--quick-test-for-ci)")
+        asyncio.get_running_loop().call_soon(_graceful_exit)
+
+    app[CONTEXT].extras["quick_test"] = asyncio.get_running_loop().create_task(stop_after_load())
