@@ -171,6 +171,11 @@ class PromptQueue:
         with self._cond:
             return list(self.running.values()), [entry[2] for entry in self._heap]
 
+    def history_snapshot(self) -> list[tuple[str, HistoryRecord]]:
+        """The finished prompts in completion order, copied while the worker cannot change them."""
+        with self._cond:
+            return list(self.history.items())
+
     def pending_item(self, prompt_id: str) -> QueueItem | None:
         with self._cond:
             for _, _, item in self._heap:

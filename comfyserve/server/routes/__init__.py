@@ -4,6 +4,7 @@ and `/api/x`) and may define `internal_routes` (served once, without the `/api` 
 # Order matters only for routes with overlapping patterns; the frontend's catch-all comes last.
 ROUTE_MODULES = [
     "comfyserve.server.routes.prompt",
+    "comfyserve.server.routes.jobs",
     "comfyserve.server.routes.ws",
     "comfyserve.server.routes.files",
     "comfyserve.server.routes.user",

@@ -160,7 +160,7 @@ async def get_history(request: web.Request) -> web.Response:
         offset = _parse_int(request, "offset")
     except BadJson as exc:
         return error_response("invalid_query", "Invalid query parameter", str(exc))
-    items = list(queue.history.items())
+    items = queue.history_snapshot()
     if offset is None:
         offset = -1
     if offset < 0 and max_items is not None:
