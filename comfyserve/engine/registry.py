@@ -3,6 +3,11 @@
 Node classes follow ComfyUI's class protocol ("V1"): `INPUT_TYPES()`, `RETURN_TYPES`,
 `FUNCTION`, `CATEGORY`, `OUTPUT_NODE` and the optional attributes. The registry is the one
 source of truth for both `/object_info` and validation.
+
+ComfyUI describes nodes written with its newer "v3" schema with more keys, present even when
+false or null (`output_tooltips`, `output_matchtypes`, `deprecated`, `experimental`,
+`api_node`). A V1 class standing in for such a node sets `V3_SCHEMA = True` to be described
+the same way.
 """
 
 from __future__ import annotations
@@ -112,7 +117,9 @@ def describe_node(entry: NodeEntry) -> dict[str, Any]:
         "name": entry.class_type,
         "display_name": entry.display_name,
         "description": getattr(cls, "DESCRIPTION", ""),
-        "python_module": entry.python_module,
+        # ComfyUI reads the module from the class, where its loader put it (comfy_extras.*);
+        # only the class's own attribute counts, so subclasses elsewhere report their own module.
+        "python_module": vars(cls).get("RELATIVE_PYTHON_MODULE", entry.python_module),
         "category": getattr(cls, "CATEGORY", "sd"),
         "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
     }
@@ -122,8 +129,14 @@ def describe_node(entry: NodeEntry) -> dict[str, Any]:
         info["deprecated"] = True
     if getattr(cls, "EXPERIMENTAL", False):
         info["experimental"] = True
-    if getattr(cls, "API_NODE", False):
-        info["api_node"] = True
+    if hasattr(cls, "API_NODE"):
+        info["api_node"] = cls.API_NODE  # ComfyUI lists it whenever the class defines it, false too
+    if getattr(cls, "V3_SCHEMA", False):
+        info.setdefault("output_tooltips", [None] * len(outputs))
+        info["output_matchtypes"] = getattr(cls, "OUTPUT_MATCHTYPES", None)
+        info["deprecated"] = bool(getattr(cls, "DEPRECATED", False))
+        info["experimental"] = bool(getattr(cls, "EXPERIMENTAL", False))
+        info["api_node"] = bool(getattr(cls, "API_NODE", False))
     return info
 
 
