@@ -71,6 +71,7 @@ def run_worker(queue: PromptQueue, ctx: ServerContext) -> None:
     executor = Executor(
         registry=ctx.registry,
         cache=OutputCache(mode=settings.cache_mode, lru_size=settings.cache_lru),
+        free_memory=lambda: _unload_models(ctx),
     )
     ctx.extras["executor"] = executor
     interrupt.use_flag(queue.interrupt_requested)
@@ -83,6 +84,12 @@ def run_worker(queue: PromptQueue, ctx: ServerContext) -> None:
             run_one(queue, executor, item)
         except Exception:  # never let one prompt kill the worker
             log.exception("worker failed on prompt %s", item.prompt_id)
+
+
+def _unload_models(ctx: ServerContext) -> None:
+    unload = ctx.extras.get("unload_models")
+    if unload is not None:
+        unload(unload_models=True, free_memory=True)
 
 
 def apply_free_requests(queue: PromptQueue, executor: Executor, ctx: ServerContext) -> None:

@@ -41,36 +41,63 @@ def _literal_key(value: Any) -> str:
         return repr(value)
 
 
-def compute_signatures(prompt: dict[str, dict[str, Any]], registry: NodeRegistry) -> dict[str, Any]:
-    """Signature of every node in `prompt` (hashable)."""
-    signatures: dict[str, Any] = {}
-    visiting: set[str] = set()
+class Signatures:
+    """Every node's signature (hashable), computed on first use and kept for the prompt.
 
-    def signature(node_id: str) -> Any:
-        if node_id in signatures:
-            return signatures[node_id]
-        if node_id in visiting or node_id not in prompt:
+    Works over a `DynamicPrompt`: an ephemeral node's signature also holds its parent's, so
+    the same expansion of the same node is reused and nothing else collides with it.
+    """
+
+    def __init__(self, prompt: Any, registry: NodeRegistry) -> None:
+        self.prompt = prompt
+        self.registry = registry
+        self._known: dict[str, Any] = {}
+        self._visiting: set[str] = set()
+
+    def __getitem__(self, node_id: str) -> Any:
+        known = self._known.get(node_id)
+        if known is not None:
+            return known
+        if node_id in self._visiting or node_id not in self.prompt:
             return ("missing", node_id)
-        visiting.add(node_id)
-        node = prompt[node_id]
-        class_type = node.get("class_type")
-        cls = registry.get(class_type)
-        inputs = node.get("inputs", {})
-        parts = []
-        for name in sorted(inputs):
-            value = inputs[name]
-            if is_link(value):
-                parts.append((name, "link", signature(str(value[0])), value[1]))
-            else:
-                parts.append((name, _literal_key(value)))
-        changed = _is_changed(cls, inputs, node_id) if cls is not None else None
-        own_id = node_id if cls is not None and (getattr(cls, "OUTPUT_NODE", False) or getattr(cls, "NOT_IDEMPOTENT", False)) else None
-        visiting.discard(node_id)
-        signatures[node_id] = (class_type, own_id, changed, tuple(parts))
-        return signatures[node_id]
+        self._visiting.add(node_id)
+        try:
+            node = self.prompt[node_id]
+            class_type = node.get("class_type")
+            cls = self.registry.get(class_type)
+            inputs = node.get("inputs", {})
+            parts = []
+            for name in sorted(inputs):
+                value = inputs[name]
+                if is_link(value):
+                    parts.append((name, "link", self[str(value[0])], value[1]))
+                else:
+                    parts.append((name, _literal_key(value)))
+            changed = _is_changed(cls, inputs, node_id) if cls is not None else None
+            keeps_id = cls is not None and (getattr(cls, "OUTPUT_NODE", False) or getattr(cls, "NOT_IDEMPOTENT", False))
+            parent = getattr(self.prompt, "parent_of", lambda _: None)(node_id)
+            signature = (
+                class_type,
+                node_id if keeps_id else None,
+                changed,
+                tuple(parts),
+                self[parent] if parent is not None else None,
+            )
+        finally:
+            self._visiting.discard(node_id)
+        self._known[node_id] = signature
+        return signature
 
-    for node_id in prompt:
-        signature(node_id)
+    def values(self) -> set[Any]:
+        """The signatures computed so far: what this prompt used."""
+        return set(self._known.values())
+
+
+def compute_signatures(prompt: Any, registry: NodeRegistry) -> Signatures:
+    """Signatures of every node of `prompt` (computed now, so IS_CHANGED runs at prompt start)."""
+    signatures = Signatures(prompt, registry)
+    for node_id in list(prompt.all_node_ids() if hasattr(prompt, "all_node_ids") else prompt):
+        signatures[node_id]
     return signatures
 
 

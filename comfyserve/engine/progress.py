@@ -7,6 +7,7 @@ code (or `comfy.utils.ProgressBar`) sends `progress` and `progress_state` for th
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 Send = Callable[[str, dict[str, Any]], None]
@@ -79,20 +80,22 @@ class ProgressReporter:
         self.state.update(self.node_id, value, maximum)
 
 
-_current: ProgressReporter | None = None
+# A context variable, so an async node's task (which copies the context it was created in)
+# keeps reporting for its own node while other nodes run.
+_current: ContextVar[ProgressReporter | None] = ContextVar("comfyserve_progress", default=None)
 
 
 def set_current(reporter: ProgressReporter | None) -> None:
-    global _current
-    _current = reporter
+    _current.set(reporter)
 
 
 def current() -> ProgressReporter | None:
     """The reporter of the node running now (None outside execution)."""
-    return _current
+    return _current.get()
 
 
 def report(value: float, maximum: float, preview: Preview | None = None) -> None:
     """Report progress (and optionally a preview image) of the node running now; a no-op outside execution."""
-    if _current is not None:
-        _current.report(value, maximum, preview)
+    reporter = _current.get()
+    if reporter is not None:
+        reporter.report(value, maximum, preview)

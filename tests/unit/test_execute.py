@@ -203,7 +203,7 @@ def test_node_exception_becomes_execution_error_and_drops_the_cache():
     assert event == "execution_error"
     assert data["node_id"] == "3" and data["node_type"] == "Boom"
     assert data["exception_type"] == "ValueError"
-    assert data["exception_message"] == "cannot handle 2"
+    assert data["exception_message"] == "cannot handle 2\n"  # ComfyUI appends a newline (and OOM tips)
     assert data["current_inputs"] == {"value": [2]}
     assert isinstance(data["traceback"], list) and data["traceback"]
     assert set(data) >= {"prompt_id", "executed", "current_outputs", "timestamp"}
