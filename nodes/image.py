@@ -40,14 +40,18 @@ def annotated_path(name: str, default_type: str = "input") -> Path:
     return safe_join(folder, filename)
 
 
-def input_image_files() -> list[str]:
-    """Image files at the top of the input folder, sorted: LoadImage's choices."""
-    folder = runtime.folders().input
+def top_level_files(folder: Path) -> list[str]:
+    """Names of the files (not folders) directly in `folder`, sorted; none if it does not exist."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
         return []
-    return sorted(entry.name for entry in entries if entry.is_file() and is_image_name(entry.name))
+    return sorted(entry.name for entry in entries if entry.is_file())
+
+
+def input_image_files() -> list[str]:
+    """Image files at the top of the input folder, sorted: LoadImage's choices."""
+    return [name for name in top_level_files(runtime.folders().input) if is_image_name(name)]
 
 
 def is_image_name(name: str) -> bool:
