@@ -82,8 +82,9 @@ def save_png(picture: Image.Image, path: Path, metadata: PngInfo | None, compres
     try:
         picture.save(temporary, format="PNG", pnginfo=metadata, compress_level=compress_level)
         os.replace(temporary, path)
-    finally:
+    except BaseException:
         temporary.unlink(missing_ok=True)
+        raise
 
 
 def with_truncated_retry(action: Callable[[T], Any], argument: T) -> Any:

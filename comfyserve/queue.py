@@ -97,6 +97,11 @@ class PromptQueue:
     def _restore(self) -> None:
         for prompt_id, entry, timing in self.store.history():
             self.history[prompt_id] = HistoryRecord(entry, timing)
+        if len(self.history) > self.max_history:  # started with a smaller --max-history
+            excess = len(self.history) - self.max_history
+            self.store.drop_oldest_history(excess)
+            for _ in range(excess):
+                self.history.popitem(last=False)
         seq = 0
         for stored in self.store.queued():
             item = QueueItem(*stored.item[:5], seq=stored.seq, attempts=stored.attempts)
@@ -133,8 +138,10 @@ class PromptQueue:
             "meta": {},
         }
         timing = {"create_time": item.create_time, "execution_start_time": None, "execution_end_time": ts}
-        self.store.finish(item.prompt_id, entry, timing, self.max_history)
+        self.store.finish(item.prompt_id, entry, timing, self._excess_history(item.prompt_id))
         self.history[item.prompt_id] = HistoryRecord(entry, timing)
+        while len(self.history) > self.max_history:
+            self.history.popitem(last=False)
 
     # -- submitting ------------------------------------------------------------------------
     def next_number(self) -> int:
@@ -256,7 +263,9 @@ class PromptQueue:
             "execution_start_time": item.execution_start_time,
             "execution_end_time": now_ms(),
         }
-        self.store.finish(item.prompt_id, entry, timing, self.max_history)
+        with self._cond:
+            excess = self._excess_history(item.prompt_id)
+        self.store.finish(item.prompt_id, entry, timing, excess)
         with self._cond:
             self.history[item.prompt_id] = HistoryRecord(entry, timing)
             self.history.move_to_end(item.prompt_id)
@@ -266,6 +275,11 @@ class PromptQueue:
             callbacks = self._done_callbacks.pop(item.prompt_id, [])
         for callback in callbacks:
             callback(self.history[item.prompt_id])
+
+    def _excess_history(self, adding: str) -> int:
+        """How many of the oldest entries must go so that adding `adding` keeps the bound."""
+        size = len(self.history) + (0 if adding in self.history else 1)
+        return max(0, size - self.max_history)
 
     def on_done(self, prompt_id: str, callback: Callable[[HistoryRecord], None]) -> None:
         """Call `callback(record)` (on the worker thread) once `prompt_id` is in the history."""

@@ -12,9 +12,12 @@ through `safe_join`, so a symlink out of the output folder is refused too.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -64,25 +67,81 @@ def split_prefix(prefix: str) -> tuple[str, str]:
     return subfolder, stem
 
 
+@functools.lru_cache(maxsize=256)
 def counter_pattern(stem: str) -> re.Pattern[str]:
     """Names that take a number for `stem`: `<stem>_<digits>` then `_` or the end (ComfyUI's rule)."""
     escaped = re.escape(stem).replace(re.escape(BATCH_NUM), r"\d+")
     return re.compile(rf"{escaped}_(\d+)(?:_|$)")
 
 
+@dataclass
+class _FolderIndex:
+    """What one folder held when its modification time was `mtime_ns`."""
+
+    mtime_ns: int
+    names: list[str]
+    highest: dict[str, int] = field(default_factory=dict)
+
+
+class CounterIndex:
+    """The highest number per stem in each folder, without listing the folder on every save.
+
+    ComfyUI lists the folder for every image (slow once it holds thousands). The index keeps the
+    listing while the folder's mtime is unchanged; a save node that wrote files reports them
+    (`saved`) so its own writes do not count as a change. Any other change to the folder — a file
+    added, removed or renamed by someone else — changes its mtime and forces a fresh listing.
+    """
+
+    def __init__(self) -> None:
+        self._folders: dict[str, _FolderIndex] = {}
+        self._lock = threading.Lock()
+
+    def next_counter(self, folder: Path, stem: str) -> int:
+        key = str(folder)
+        try:
+            mtime_ns = os.stat(key).st_mtime_ns
+        except FileNotFoundError:
+            return 1
+        with self._lock:
+            index = self._folders.get(key)
+            if index is None or index.mtime_ns != mtime_ns:
+                index = self._folders[key] = _FolderIndex(mtime_ns, os.listdir(key))
+            if stem not in index.highest:
+                pattern = counter_pattern(stem)
+                highest = 0
+                for name in index.names:
+                    match = pattern.match(name)
+                    if match:
+                        highest = max(highest, int(match.group(1)))
+                index.highest[stem] = highest
+            return index.highest[stem] + 1
+
+    def saved(self, folder: Path, stem: str, names: list[str], last_counter: int) -> None:
+        """A save node wrote `names` (numbered up to `last_counter`) into `folder`."""
+        key = str(folder)
+        with self._lock:
+            index = self._folders.get(key)
+            if index is None:
+                return
+            index.names.extend(names)
+            # Other stems' maxima may include these names: recount them when next asked.
+            index.highest = {stem: max(index.highest.get(stem, 0), last_counter)}
+            try:
+                index.mtime_ns = os.stat(key).st_mtime_ns
+            except FileNotFoundError:
+                self._folders.pop(key, None)
+
+    def forget(self, folder: Path) -> None:
+        with self._lock:
+            self._folders.pop(str(folder), None)
+
+
+COUNTERS = CounterIndex()
+
+
 def next_counter(folder: Path, stem: str) -> int:
     """One past the highest number already used by files of `stem` in `folder` (1 when none)."""
-    pattern = counter_pattern(stem)
-    highest = 0
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return 1
-    for name in names:
-        match = pattern.match(name)
-        if match:
-            highest = max(highest, int(match.group(1)))
-    return highest + 1
+    return COUNTERS.next_counter(folder, stem)
 
 
 def get_save_image_path(

@@ -108,26 +108,32 @@ class Store:
             self._db.execute("UPDATE prompts SET state='pending' WHERE prompt_id=?", (prompt_id,))
 
     # -- history ---------------------------------------------------------------------------
-    def finish(self, prompt_id: str, entry: dict[str, Any], timing: dict[str, Any], max_history: int) -> None:
-        """Move a prompt from the queue to the history in one transaction; trim the oldest."""
+    def finish(self, prompt_id: str, entry: dict[str, Any], timing: dict[str, Any], drop_oldest: int = 0) -> None:
+        """Move a prompt from the queue to the history in one transaction, dropping the
+        `drop_oldest` oldest entries (the caller keeps the history at its bound)."""
         with self._lock:
             db = self._db
             db.execute("BEGIN")
             try:
                 db.execute("DELETE FROM prompts WHERE prompt_id=?", (prompt_id,))
                 db.execute("DELETE FROM history WHERE prompt_id=?", (prompt_id,))
+                if drop_oldest > 0:
+                    db.execute(
+                        "DELETE FROM history WHERE seq IN (SELECT seq FROM history ORDER BY seq LIMIT ?)",
+                        (drop_oldest,),
+                    )
                 db.execute(
                     "INSERT INTO history (prompt_id, entry, timing) VALUES (?, ?, ?)",
                     (prompt_id, json.dumps(entry), json.dumps(timing)),
-                )
-                db.execute(
-                    "DELETE FROM history WHERE seq <= (SELECT seq FROM history ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                    (max_history,),
                 )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def drop_oldest_history(self, count: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM history WHERE seq IN (SELECT seq FROM history ORDER BY seq LIMIT ?)", (count,))
 
     def history(self) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
         """(prompt_id, entry, timing) for every finished prompt, oldest first."""

@@ -22,7 +22,7 @@ from comfyserve import runtime
 from comfyserve.files.annotated import split_annotation
 from comfyserve.imageio import load_image_file, pil_to_tensor, png_metadata, save_png, tensor_to_pil
 from comfyserve.paths import PathEscape, safe_join
-from comfyserve.save_path import get_save_image_path, numbered_filename
+from comfyserve.save_path import COUNTERS, get_save_image_path, next_counter, numbered_filename
 from nodes import MAX_RESOLUTION
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
@@ -143,9 +143,15 @@ class SaveImage:
         results = []
         for batch_number, image in enumerate(images):
             filename = numbered_filename(stem, batch_number, counter)
+            if (Path(folder) / filename).exists():
+                # The folder changed under us (within the mtime's resolution): never overwrite.
+                COUNTERS.forget(Path(folder))
+                counter = max(counter + 1, next_counter(Path(folder), stem))
+                filename = numbered_filename(stem, batch_number, counter)
             save_png(tensor_to_pil(image), Path(folder) / filename, metadata, self.compress_level)
             results.append({"filename": filename, "subfolder": subfolder, "type": self.type})
             counter += 1
+        COUNTERS.saved(Path(folder), stem, [r["filename"] for r in results], counter - 1)
         return {"ui": {"images": results}}
 
 

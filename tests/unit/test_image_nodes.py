@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import re
 import struct
 import time
@@ -313,6 +314,17 @@ def test_save_image_writes_numbered_pngs_with_prompt_and_extra_chunks(folders):
         ("prompt", json.dumps(prompt)), ("workflow", '{"nodes": []}'), ("plain", '"str"')]
     saved = Image.open(folders.output / "run_00001_.png")
     assert saved.mode == "RGB" and saved.size == (2, 3) and saved.getpixel((0, 0)) == (255, 0, 0)
+
+
+def test_save_never_overwrites_a_file_the_counter_index_could_not_see(folders):
+    # A file slipped in with the folder's mtime unchanged (a coarse-mtime filesystem, say).
+    SaveImage().save_images(ramp(), "keep")
+    before = os.stat(folders.output).st_mtime_ns
+    (folders.output / "keep_00002_.png").write_bytes(b"someone else's file")
+    os.utime(folders.output, ns=(before, before))
+    ui = SaveImage().save_images(ramp(), "keep")
+    assert ui["ui"]["images"][0]["filename"] == "keep_00003_.png"
+    assert (folders.output / "keep_00002_.png").read_bytes() == b"someone else's file"
 
 
 def test_pixels_are_truncated_to_8_bits_like_comfyui(folders):

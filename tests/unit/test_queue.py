@@ -85,3 +85,18 @@ def test_history_is_kept_in_completion_order_and_bounded(tmp_path):
     restored = PromptQueue(Store(tmp_path / "q.sqlite3"), RecordingHub(), max_history=2)
     assert list(restored.history) == ["b", "c"]
     assert restored.history["c"].timing["execution_end_time"] >= restored.history["c"].timing["execution_start_time"]
+
+
+def test_a_smaller_bound_at_restart_trims_the_stored_history_too(tmp_path):
+    queue = PromptQueue(Store(tmp_path / "q.sqlite3"), RecordingHub(), max_history=5)
+    for pid in ("a", "b", "c", "d"):
+        queue.put(item(queue, pid))
+        taken = queue.take(timeout=0)
+        queue.finish(taken, {"prompt": taken.as_list(), "outputs": {}, "status": {}, "meta": {}})
+    smaller = PromptQueue(Store(tmp_path / "q.sqlite3"), RecordingHub(), max_history=2)
+    assert list(smaller.history) == ["c", "d"]
+    assert [pid for pid, _, _ in Store(tmp_path / "q.sqlite3").history()] == ["c", "d"]
+    smaller.put(item(smaller, "e"))
+    taken = smaller.take(timeout=0)
+    smaller.finish(taken, {"prompt": taken.as_list(), "outputs": {}, "status": {}, "meta": {}})
+    assert [pid for pid, _, _ in Store(tmp_path / "q.sqlite3").history()] == ["d", "e"]

@@ -8,6 +8,7 @@ import pytest
 
 from comfyserve.save_path import (
     OUTSIDE_OUTPUT,
+    CounterIndex,
     SavePath,
     expand_placeholders,
     get_save_image_path,
@@ -131,3 +132,40 @@ def test_nul_character_is_refused(output):
 def test_numbered_filename_fills_batch_number_and_pads_counter():
     assert numbered_filename("bn_%batch_num%", 2, 3) == "bn_2_00003_.png"
     assert numbered_filename("ComfyUI", 0, 123456, "webp") == "ComfyUI_123456_.webp"
+
+
+# -- the counter index: no listing per save, yet every outside change is seen -----------------
+def test_own_saves_do_not_relist_the_folder(tmp_path, monkeypatch):
+    index = CounterIndex()
+    listings = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", lambda p: listings.append(p) or real_listdir(p))
+    for expected in range(1, 6):
+        counter = index.next_counter(tmp_path, "img")
+        assert counter == expected
+        name = f"img_{counter:05}_.png"
+        (tmp_path / name).write_bytes(b"x")
+        index.saved(tmp_path, "img", [name], counter)
+    assert len(listings) == 1
+
+
+def test_files_added_or_removed_by_others_are_seen(tmp_path):
+    index = CounterIndex()
+    assert index.next_counter(tmp_path, "img") == 1
+    (tmp_path / "img_00001_.png").write_bytes(b"x")
+    index.saved(tmp_path, "img", ["img_00001_.png"], 1)
+    (tmp_path / "img_00041_.png").write_bytes(b"x")  # someone copies a file in
+    assert index.next_counter(tmp_path, "img") == 42
+    for path in tmp_path.iterdir():
+        path.unlink()
+    assert index.next_counter(tmp_path, "img") == 1
+
+
+def test_other_stems_are_recounted_after_a_save(tmp_path):
+    index = CounterIndex()
+    assert index.next_counter(tmp_path, "a") == 1
+    assert index.next_counter(tmp_path, "a_b") == 1
+    (tmp_path / "a_00003_.png").write_bytes(b"x")
+    index.saved(tmp_path, "a", ["a_00003_.png"], 3)
+    assert index.next_counter(tmp_path, "a") == 4
+    assert index.next_counter(tmp_path, "a_b") == 1
