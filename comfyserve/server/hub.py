@@ -7,6 +7,7 @@ one sender task, so clients see events in the order they were emitted.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import struct
@@ -31,13 +32,17 @@ class WebSocketHub:
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.client_features: dict[str, dict[str, Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._outbox: asyncio.Queue | None = None
         self._sender: asyncio.Task | None = None
+        # The outbox: any thread appends; the sender task on the loop takes everything queued.
+        # The loop is woken once per batch, not once per message (the worker emits ~15 per prompt).
+        self._outbox: collections.deque[tuple[str | bytes, str | None]] = collections.deque()
         self._lock = threading.Lock()
+        self._wake_scheduled = False
+        self._ready: asyncio.Event | None = None
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._outbox = asyncio.Queue()
+        self._ready = asyncio.Event()
         self._sender = loop.create_task(self._drain())
 
     # -- sending -------------------------------------------------------------------------
@@ -50,38 +55,59 @@ class WebSocketHub:
         self._enqueue((struct.pack(">I", event_type) + payload, sid))
 
     def _enqueue(self, item: tuple[str | bytes, str | None]) -> None:
-        loop, outbox = self._loop, self._outbox
-        if loop is None or outbox is None:
+        loop, ready = self._loop, self._ready
+        if loop is None or ready is None:
             return
+        with self._lock:
+            self._outbox.append(item)
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
         try:
-            running = asyncio.get_running_loop()
+            on_loop = asyncio.get_running_loop() is loop
         except RuntimeError:
-            running = None
-        if running is loop:
-            outbox.put_nowait(item)
+            on_loop = False
+        if on_loop:
+            self._wake()
         else:
             try:
-                loop.call_soon_threadsafe(outbox.put_nowait, item)
+                loop.call_soon_threadsafe(self._wake)
             except RuntimeError:  # loop closed during shutdown
                 pass
 
+    def _wake(self) -> None:
+        assert self._ready is not None
+        self._ready.set()
+
+    def _take_all(self) -> list[tuple[str | bytes, str | None]]:
+        with self._lock:
+            items = list(self._outbox)
+            self._outbox.clear()
+            self._wake_scheduled = False
+            return items
+
     async def _drain(self) -> None:
-        assert self._outbox is not None
+        assert self._ready is not None
         while True:
-            message, sid = await self._outbox.get()
-            if sid is None:
-                targets = list(self.sockets.values())
-            else:
-                ws = self.sockets.get(sid)
-                targets = [ws] if ws is not None else []
-            for ws in targets:
-                try:
-                    if isinstance(message, bytes):
-                        await ws.send_bytes(message)
-                    else:
-                        await ws.send_str(message)
-                except (ConnectionResetError, RuntimeError) as exc:
-                    log.debug("dropping message to a closed socket: %s", exc)
+            await self._ready.wait()
+            self._ready.clear()
+            for message, sid in self._take_all():
+                await self._deliver(message, sid)
+
+    async def _deliver(self, message: str | bytes, sid: str | None) -> None:
+        if sid is None:
+            targets = list(self.sockets.values())
+        else:
+            ws = self.sockets.get(sid)
+            targets = [ws] if ws is not None else []
+        for ws in targets:
+            try:
+                if isinstance(message, bytes):
+                    await ws.send_bytes(message)
+                else:
+                    await ws.send_str(message)
+            except (ConnectionResetError, RuntimeError) as exc:
+                log.debug("dropping message to a closed socket: %s", exc)
 
     # -- sockets -------------------------------------------------------------------------
     def add(self, sid: str, ws: web.WebSocketResponse) -> None:
