@@ -140,7 +140,11 @@ class Folders:
             folder = self.model_folders[name] = ModelFolder(name, [], MODEL_EXTENSIONS)
         if path not in folder.paths:
             folder.paths.insert(0, path) if first else folder.paths.append(path)
-        self._list_cache.pop(name, None)
+        self.forget_listing(name)
+
+    def forget_listing(self, name: str) -> None:
+        """Drop the cached file list of model folder `name` (its paths or extensions changed)."""
+        self._list_cache.pop(LEGACY_FOLDER_NAMES.get(name, name), None)
 
     def ensure(self) -> None:
         """Create the folders a fresh base directory needs."""

@@ -1,0 +1,1 @@
+"""`comfy_execution` for custom nodes: `graph` (ExecutionBlocker) and `graph_utils` (GraphBuilder)."""
