@@ -1,7 +1,10 @@
 """Loading node classes into the registry, off the start-up path.
 
 Importing torch and the node modules takes seconds; the server starts answering first and
-loads nodes in a thread. Routes that need the registry await `ctx.extras["nodes_ready"]`.
+loads nodes in a thread: the built-in `nodes` package, then the custom node packs
+(`custom_nodes.load_custom_nodes`, after the ComfyUI module aliases are installed and
+`server.PromptServer.instance` exists). Back on the event loop the packs' routes are added,
+then `ctx.extras["nodes_ready"]` is set; routes that need the registry await it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,11 @@ import asyncio
 import importlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from comfyserve.server.custom_routes import CUSTOM_ROUTES
 
 if TYPE_CHECKING:
     from comfyserve.server.context import ServerContext
@@ -32,16 +39,57 @@ def load_builtin_nodes(ctx: ServerContext) -> None:
     log.info("loaded %d built-in nodes in %.2f s", len(ctx.registry.entries), time.perf_counter() - started)
 
 
-def start_loading(ctx: ServerContext) -> asyncio.Task:
+def prepare_custom_nodes(ctx: ServerContext, app: web.Application | None) -> Any:
+    """Install the ComfyUI module aliases and create `PromptServer.instance` (on the event loop)."""
+    from comfyserve import compat
+    from comfyserve.compat.server import PromptServer
+
+    compat.install()
+    return PromptServer(ctx, asyncio.get_running_loop(), app)
+
+
+def load_all_nodes(ctx: ServerContext, with_custom_nodes: bool = True) -> None:
+    """Built-in nodes, then the custom node packs; one failing never stops the other. Loader thread."""
+    try:
+        load_builtin_nodes(ctx)
+    except Exception:
+        log.exception("built-in nodes failed to load")
+    if not with_custom_nodes:
+        return
+    from comfyserve.engine.custom_nodes import load_custom_nodes
+
+    try:
+        load_custom_nodes(ctx)
+    except Exception:
+        log.exception("custom node packs failed to load")
+
+
+def add_custom_routes(ctx: ServerContext, prompt_server: Any) -> None:
+    """Serve the routes packs declared on `PromptServer.instance.routes` (with `/api` twins)."""
+    resource = ctx.extras.get(CUSTOM_ROUTES)
+    if resource is None:
+        return
+    resource.add(prompt_server.routes, api_twin=True)
+    resource.open(asyncio.get_running_loop())
+
+
+def start_loading(ctx: ServerContext, app: web.Application | None = None) -> asyncio.Task:
     """Begin loading nodes in a thread; `ctx.extras["nodes_ready"]` is set when done."""
     ready = asyncio.Event()
     ctx.extras["nodes_ready"] = ready
 
     async def load() -> None:
         try:
-            await asyncio.to_thread(load_builtin_nodes, ctx)
+            try:
+                prompt_server = prepare_custom_nodes(ctx, app)
+            except Exception:
+                log.exception("custom node support failed to start; no custom node packs are loaded")
+                prompt_server = None
+            await asyncio.to_thread(load_all_nodes, ctx, prompt_server is not None)
+            if prompt_server is not None:
+                add_custom_routes(ctx, prompt_server)
         except Exception:
-            log.exception("built-in nodes failed to load")
+            log.exception("nodes failed to load")
         finally:
             ready.set()
         ctx.queue.start_worker(ctx)

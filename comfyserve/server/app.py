@@ -66,7 +66,7 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
 async def _on_startup(app: web.Application) -> None:
     ctx = app[CONTEXT]
     ctx.hub.attach_loop(asyncio.get_running_loop())
-    ctx.extras["loader_task"] = start_loading(ctx)
+    ctx.extras["loader_task"] = start_loading(ctx, app)
 
 
 async def _on_shutdown(app: web.Application) -> None:

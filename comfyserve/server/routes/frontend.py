@@ -3,7 +3,9 @@
 Where the UI comes from, first match wins: `--front-end-root DIR`; the `comfyui-frontend-package`
 Python package; else our own small page in the repository's `web/` folder, which says how to
 install the UI and links to the API. Custom node packs register web folders in
-`ctx.extras["web_directories"]` (name → folder); those are served at `/extensions/<name>/…`.
+`ctx.extras["web_directories"]` (name → folder); those are served at `/extensions/<name>/…`,
+only from inside the folder. The routes packs add are mounted here too (`custom_routes`),
+just before the static catch-all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from aiohttp import web
 
 from comfyserve.config import Settings
 from comfyserve.paths import PathEscape, safe_join
+from comfyserve.server import custom_routes
 from comfyserve.server.context import ServerContext, context_of
+from comfyserve.server.custom_routes import CUSTOM_ROUTES
 from comfyserve.server.responses import json_response
 
 log = logging.getLogger(__name__)
@@ -76,6 +80,8 @@ def setup(app: web.Application, ctx: ServerContext) -> None:
         log.info("web UI served from %s", root)
     app.router.add_get("/", index)
     app.router.add_get("/api/", index)
+    # Custom node packs' routes: after every built-in route, before the static files.
+    ctx.extras[CUSTOM_ROUTES] = custom_routes.mount(app)
     app.router.add_get("/{path:.*}", static_file)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from comfyserve.compat.server import ON_PROMPT_HANDLERS, run_on_prompt_handlers
 from comfyserve.engine.loader import nodes_ready
 from comfyserve.engine.validate import validate_prompt
 from comfyserve.queue import SENSITIVE_EXTRA_KEYS, QueueItem
@@ -103,6 +104,9 @@ async def post_prompt(request: web.Request) -> web.Response:
         body = await read_json(request, expect=None)
     except BadJson as exc:
         return bad_json_response(exc)
+    handlers = ctx.extras.get(ON_PROMPT_HANDLERS)
+    if handlers:  # custom nodes' PromptServer.add_on_prompt_handler, as ComfyUI runs them
+        body = run_on_prompt_handlers(handlers, body)
     try:
         item, node_errors = await submit(ctx, body)
     except Rejected as rejected:

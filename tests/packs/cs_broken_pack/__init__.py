@@ -1,0 +1,1 @@
+raise RuntimeError("cs_broken_pack refuses to import")

@@ -1,0 +1,2 @@
+// Front-end extension of the test pack.
+console.log("cs_test_pack loaded");
