@@ -218,11 +218,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--tls-keyfile and --tls-certfile must be given together")
     from comfyserve.extra_model_paths import ExtraModelPathsError
     from comfyserve.server.app import serve
+    from comfyserve.store import StoreBusy
 
     try:
         serve(settings, exit_after_start=args.quick_test_for_ci)
     except ExtraModelPathsError as exc:
         parser.error(str(exc))
+    except StoreBusy as exc:
+        parser.exit(1, f"comfyserve: error: {exc}\n")
 
 
 if __name__ == "__main__":

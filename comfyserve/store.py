@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS history (
 """
 
 
+class StoreBusy(RuntimeError):
+    """Another process (a second server on the same user directory) holds the database."""
+
+
 @dataclass
 class StoredPrompt:
     """A queued prompt as persisted: the queue item and how often it has been started."""
@@ -53,10 +57,22 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=1.0)
+        # One server owns the file: the exclusive lock spares a lock/unlock per transaction and
+        # makes a second server on the same user directory fail at start instead of racing.
+        try:
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.OperationalError as exc:
+            self._db.close()
+            if "locked" in str(exc):
+                raise StoreBusy(
+                    f"{path} is in use by another comfyserve process; give this one its own "
+                    "--user-directory (or --base-directory)."
+                ) from exc
+            raise
 
     def close(self) -> None:
         with self._lock:

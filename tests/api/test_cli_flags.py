@@ -28,3 +28,14 @@ def test_quick_test_for_ci_starts_then_exits_cleanly(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "start-up complete" in done.stderr
     assert (tmp_path / "user" / "comfyserve.sqlite3").exists()
+
+
+def test_a_second_server_on_the_same_base_directory_stops_with_a_clear_error(make_server, tmp_path):
+    first = make_server(base=tmp_path / "shared")
+    done = subprocess.run(
+        [sys.executable, "-m", "comfyserve", "--port", "0", "--base-directory", str(first.base)],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1
+    assert "in use by another comfyserve process" in done.stderr
+    assert get(first.url, "/prompt").status == 200  # the first one is unharmed

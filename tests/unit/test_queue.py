@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from comfyserve.queue import PromptQueue, QueueItem
-from comfyserve.store import Store
+from comfyserve.store import Store, StoreBusy
 
 
 class RecordingHub:
@@ -16,6 +16,12 @@ class RecordingHub:
 
 def make_queue(path: Path) -> PromptQueue:
     return PromptQueue(Store(path / "q.sqlite3"), RecordingHub())
+
+
+def restart(queue: PromptQueue, max_history: int = 10000) -> PromptQueue:
+    """The process "dies" (its lock on the file goes with it) and a new one opens the file."""
+    queue.store.close()
+    return PromptQueue(Store(queue.store.path), RecordingHub(), max_history=max_history)
 
 
 def item(queue: PromptQueue, prompt_id: str, number=None) -> QueueItem:
@@ -51,7 +57,7 @@ def test_pending_prompts_survive_a_restart(tmp_path):
     queue = make_queue(tmp_path)
     for pid in ("a", "b"):
         queue.put(item(queue, pid))
-    restored = make_queue(tmp_path)
+    restored = restart(queue)
     assert [i.prompt_id for i in restored.snapshot()[1]] == ["a", "b"]
     # The number counter carries on after the restart.
     assert restored.next_number() == 2
@@ -62,12 +68,12 @@ def test_running_prompt_is_requeued_once_then_failed(tmp_path):
     queue.put(item(queue, "a"))
     queue.take(timeout=0)  # started; then the process "dies"
 
-    second = make_queue(tmp_path)
+    second = restart(queue)
     assert [i.prompt_id for i in second.snapshot()[1]] == ["a"]
     again = second.take(timeout=0)  # started a second time; dies again
     assert again.attempts == 2
 
-    third = make_queue(tmp_path)
+    third = restart(second)
     assert third.snapshot() == ([], [])
     entry = third.history["a"].entry
     assert entry["status"]["status_str"] == "error"
@@ -82,7 +88,7 @@ def test_history_is_kept_in_completion_order_and_bounded(tmp_path):
         taken = queue.take(timeout=0)
         queue.finish(taken, {"prompt": taken.as_list(), "outputs": {}, "status": {}, "meta": {}})
     assert list(queue.history) == ["b", "c"]
-    restored = PromptQueue(Store(tmp_path / "q.sqlite3"), RecordingHub(), max_history=2)
+    restored = restart(queue, max_history=2)
     assert list(restored.history) == ["b", "c"]
     assert restored.history["c"].timing["execution_end_time"] >= restored.history["c"].timing["execution_start_time"]
 
@@ -93,10 +99,21 @@ def test_a_smaller_bound_at_restart_trims_the_stored_history_too(tmp_path):
         queue.put(item(queue, pid))
         taken = queue.take(timeout=0)
         queue.finish(taken, {"prompt": taken.as_list(), "outputs": {}, "status": {}, "meta": {}})
-    smaller = PromptQueue(Store(tmp_path / "q.sqlite3"), RecordingHub(), max_history=2)
+    smaller = restart(queue, max_history=2)
     assert list(smaller.history) == ["c", "d"]
-    assert [pid for pid, _, _ in Store(tmp_path / "q.sqlite3").history()] == ["c", "d"]
+    assert [pid for pid, _, _ in smaller.store.history()] == ["c", "d"]
     smaller.put(item(smaller, "e"))
     taken = smaller.take(timeout=0)
     smaller.finish(taken, {"prompt": taken.as_list(), "outputs": {}, "status": {}, "meta": {}})
-    assert [pid for pid, _, _ in Store(tmp_path / "q.sqlite3").history()] == ["d", "e"]
+    assert [pid for pid, _, _ in smaller.store.history()] == ["d", "e"]
+
+
+def test_a_second_server_on_the_same_file_is_refused(tmp_path):
+    first = make_queue(tmp_path)
+    first.put(item(first, "a"))
+    try:
+        Store(tmp_path / "q.sqlite3")
+    except StoreBusy as busy:
+        assert "q.sqlite3" in str(busy) and "another" in str(busy)
+    else:
+        raise AssertionError("a second Store opened a file another one holds")
