@@ -81,21 +81,25 @@ class ProgressReporter:
 
 
 # A context variable, so an async node's task (which copies the context it was created in)
-# keeps reporting for its own node while other nodes run.
+# keeps reporting for its own node while other nodes run; threads a node starts itself see no
+# context value and report for the node the executor is running now.
 _current: ContextVar[ProgressReporter | None] = ContextVar("comfyserve_progress", default=None)
+_running: ProgressReporter | None = None
 
 
 def set_current(reporter: ProgressReporter | None) -> None:
+    global _running
     _current.set(reporter)
+    _running = reporter
 
 
 def current() -> ProgressReporter | None:
     """The reporter of the node running now (None outside execution)."""
-    return _current.get()
+    return _current.get() or _running
 
 
 def report(value: float, maximum: float, preview: Preview | None = None) -> None:
     """Report progress (and optionally a preview image) of the node running now; a no-op outside execution."""
-    reporter = _current.get()
+    reporter = current()
     if reporter is not None:
         reporter.report(value, maximum, preview)

@@ -235,3 +235,28 @@ def test_progress_reports_send_progress_previews_and_state():
             states.append(data["nodes"]["3"])
     assert [(s["state"], s["value"], s["max"]) for s in states] == [
         ("running", 0.0, 1.0), ("running", 1.0, 2.0), ("running", 2.0, 2.0), ("finished", 2.0, 2.0)]
+
+
+class ThreadedSteps:
+    """Reports progress from a thread of its own, as some packs do."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT",)}}
+
+    RETURN_TYPES = ("INT",)
+    FUNCTION = "run"
+
+    def run(self, value):
+        worker = threading.Thread(target=lambda: progress.report(1, 4))
+        worker.start()
+        worker.join()
+        return (value,)
+
+
+def test_progress_reported_from_a_node_thread_reaches_the_node():
+    executor = make_executor()
+    executor.registry.register_mappings({"ThreadedSteps": ThreadedSteps})
+    prompt = {**PROMPT, "3": {"class_type": "ThreadedSteps", "inputs": {"value": ["1", 0]}}}
+    _, sink = run(executor, prompt)
+    assert [d for e, d in sink.events if e == "progress"] == [{"value": 1, "max": 4, "prompt_id": "p", "node": "3"}]
