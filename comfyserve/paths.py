@@ -53,13 +53,7 @@ class PathEscape(ValueError):
     """A client-supplied path points outside the folder it must stay in."""
 
 
-def safe_join(base: Path | str, *parts: str) -> Path:
-    """Join client-supplied `parts` onto `base`; raise PathEscape unless the result stays inside.
-
-    Rejects NUL bytes, absolute parts, backslashes used as separators, and any result that
-    leaves `base` once symlinks are resolved.
-    """
-    root = Path(base).resolve()
+def _check_parts(parts: tuple[str, ...]) -> None:
     for part in parts:
         if "\x00" in part:
             raise PathEscape("path contains a NUL byte")
@@ -67,11 +61,37 @@ def safe_join(base: Path | str, *parts: str) -> Path:
             raise PathEscape("path contains a backslash")
         if part.startswith("/") or os.path.isabs(part):
             raise PathEscape("absolute paths are not allowed")
+
+
+def safe_join(base: Path | str, *parts: str) -> Path:
+    """Join client-supplied `parts` onto `base`; raise PathEscape unless the result stays inside.
+
+    Rejects NUL bytes, absolute parts, backslashes used as separators, and any result that
+    leaves `base` once symlinks are resolved.
+    """
+    root = Path(base).resolve()
+    _check_parts(parts)
     joined = root.joinpath(*parts) if parts else root
     resolved = joined.resolve()
     if resolved != root and root not in resolved.parents:
         raise PathEscape("path leaves its folder")
     return resolved
+
+
+def model_join(base: Path | str, *parts: str) -> Path:
+    """Join a client-chosen model name onto a model folder: the name itself may not leave the
+    folder (`..`, absolute, NUL, backslash), but symlinks inside it may point anywhere.
+
+    Model folders are the administrator's: people link checkpoints in from other disks, and
+    ComfyUI lists and loads them. Clients cannot create files there, so a link in a model
+    folder is trusted; everything clients can write to goes through `safe_join` instead.
+    """
+    _check_parts(parts)
+    root = Path(os.path.abspath(base))
+    joined = Path(os.path.normpath(root.joinpath(*parts)))
+    if joined != root and root not in joined.parents:
+        raise PathEscape("path leaves its folder")
+    return joined
 
 
 def is_within(path: Path, base: Path) -> bool:
@@ -184,7 +204,7 @@ class Folders:
             return None
         for root in folder.paths:
             try:
-                candidate = safe_join(root, filename)
+                candidate = model_join(root, filename)
             except PathEscape:
                 return None
             if candidate.is_file():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyserve.paths import PathEscape, safe_join
+from comfyserve.paths import PathEscape, model_join, safe_join
 
 
 @pytest.fixture
@@ -83,3 +83,36 @@ def test_base_reached_through_a_symlink_still_works(base: Path, tmp_path: Path) 
     assert safe_join(tmp_path / "input-link", "sub", "a.png") == (base / "sub" / "a.png").resolve()
     with pytest.raises(PathEscape):
         safe_join(tmp_path / "input-link", "..", "outside")
+
+
+# -- model folders: the administrator's links are followed, client names still cannot escape ----
+def test_model_join_follows_links_placed_in_the_folder(tmp_path: Path) -> None:
+    models = tmp_path / "models" / "checkpoints"
+    other_disk = tmp_path / "disk2"
+    (other_disk / "sd").mkdir(parents=True)
+    models.mkdir(parents=True)
+    (other_disk / "big.safetensors").write_bytes(b"x")
+    (other_disk / "sd" / "deep.safetensors").write_bytes(b"y")
+    os.symlink(other_disk / "big.safetensors", models / "big.safetensors")
+    os.symlink(other_disk / "sd", models / "linked")
+    assert model_join(models, "big.safetensors").read_bytes() == b"x"
+    assert model_join(models, "linked/deep.safetensors").read_bytes() == b"y"
+    for bad in ["../x.safetensors", "linked/../../x", "/etc/passwd", "a\\b", "a\x00b"]:
+        with pytest.raises(PathEscape):
+            model_join(models, bad)
+    # `..` is taken lexically: it never walks up from a link's target.
+    assert model_join(models, "linked/../big.safetensors") == models / "big.safetensors"
+
+
+def test_linked_model_files_are_listed_and_found(tmp_path: Path) -> None:
+    from comfyserve.config import Settings
+    from comfyserve.paths import Folders
+
+    outside = tmp_path / "elsewhere.safetensors"
+    outside.write_bytes(b"{}")
+    folders = Folders.from_settings(Settings(base_directory=tmp_path / "base"))
+    folders.ensure()
+    os.symlink(outside, folders.models_dir / "checkpoints" / "linked.safetensors")
+    assert "linked.safetensors" in folders.filename_list("checkpoints")
+    assert folders.full_path("checkpoints", "linked.safetensors") == folders.models_dir / "checkpoints" / "linked.safetensors"
+    assert folders.full_path("checkpoints", "../../elsewhere.safetensors") is None
