@@ -78,6 +78,8 @@ class PromptQueue:
         self.max_history = max_history
         self._cond = threading.Condition()
         self._heap: list[tuple[float | int, int, QueueItem]] = []
+        # The same pending items by prompt id (duplicate checks and /api/jobs/{id} without a scan).
+        self._pending: dict[str, QueueItem] = {}
         self.running: dict[str, QueueItem] = {}
         self.history: OrderedDict[str, HistoryRecord] = OrderedDict()
         self._seq = itertools.count(1)
@@ -114,6 +116,7 @@ class PromptQueue:
                 log.warning("prompt %s was running when the server stopped; queued again", item.prompt_id)
                 self.store.requeue(item.prompt_id)
             heapq.heappush(self._heap, (item.number, item.seq, item))
+            self._pending[item.prompt_id] = item
         self._seq = itertools.count(seq + 1)
         self._number = self.store.counter()
 
@@ -152,10 +155,13 @@ class PromptQueue:
             return number
 
     def put(self, item: QueueItem) -> None:
+        item.seq = next(self._seq)
+        # Persisted before the worker can see it; the disk write happens outside the lock the
+        # worker takes prompts under.
+        self.store.add_pending(item.prompt_id, item.seq, item.as_list(), self._number)
         with self._cond:
-            item.seq = next(self._seq)
-            self.store.add_pending(item.prompt_id, item.seq, item.as_list(), self._number)
             heapq.heappush(self._heap, (item.number, item.seq, item))
+            self._pending[item.prompt_id] = item
             self._cond.notify()
         self.send_status()
 
@@ -185,10 +191,7 @@ class PromptQueue:
 
     def pending_item(self, prompt_id: str) -> QueueItem | None:
         with self._cond:
-            for _, _, item in self._heap:
-                if item.prompt_id == prompt_id:
-                    return item
-        return None
+            return self._pending.get(prompt_id)
 
     # -- changing --------------------------------------------------------------------------
     def delete_pending(self, prompt_ids: list[str]) -> None:
@@ -199,12 +202,15 @@ class PromptQueue:
                 return
             self._heap = kept
             heapq.heapify(self._heap)
+            for prompt_id in wanted:
+                self._pending.pop(prompt_id, None)
             self.store.remove_pending(list(wanted))
         self.send_status()
 
     def clear_pending(self) -> None:
         with self._cond:
             self._heap = []
+            self._pending.clear()
             self.store.clear_pending()
         self.send_status()
 
@@ -249,11 +255,12 @@ class PromptQueue:
                 if self._stopping or not self._cond.wait(timeout):
                     return None
             _, _, item = heapq.heappop(self._heap)
+            self._pending.pop(item.prompt_id, None)
             item.attempts += 1
             item.execution_start_time = now_ms()
             self.running[item.prompt_id] = item
-            self.store.mark_running(item.prompt_id, item.execution_start_time)
             self.interrupt_requested.clear()
+        self.store.mark_running(item.prompt_id, item.execution_start_time)
         return item
 
     def finish(self, item: QueueItem, entry: dict[str, Any]) -> None:

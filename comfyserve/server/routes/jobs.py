@@ -27,11 +27,12 @@ async def get_jobs(request: web.Request) -> web.Response:
 async def get_job(request: web.Request) -> web.Response:
     job_id = request.match_info["job_id"]
     queue = context_of(request).queue
-    running, pending = queue.snapshot()
-    for items, is_running in ((running, True), (pending, False)):
-        for item in items:
-            if item.prompt_id == job_id:
-                return json_response(queued_job(item, is_running))
+    running = queue.running.get(job_id)
+    if running is not None:
+        return json_response(queued_job(running, True))
+    pending = queue.pending_item(job_id)
+    if pending is not None:
+        return json_response(queued_job(pending, False))
     record = queue.history.get(job_id)
     if record is None:
         return json_response({"error": "Job not found"}, status=404)
