@@ -115,6 +115,9 @@ def run_one(queue: PromptQueue, executor: Executor, item: QueueItem) -> None:
     }
     queue.finish(item, entry)
     event, data = result.final_event
-    sink.send(event, data)
+    if event == "execution_interrupted" and item.client_id is None:
+        queue.hub.send(event, data)  # ComfyUI broadcasts an interrupt of a prompt no client posted
+    else:
+        sink.send(event, data)
     queue.send_status()
     sink.send("executing", {"node": None, "prompt_id": item.prompt_id})

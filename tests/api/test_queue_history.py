@@ -161,3 +161,18 @@ def test_body_is_json_whatever_the_content_type(server):
         reply = request(server.url, "POST", "/prompt", raw=raw, headers=headers)
         assert reply.status == 200, reply.body
         wait_history(server.url, reply.json()["prompt_id"])
+
+
+def test_interrupting_a_prompt_posted_without_client_id_is_broadcast(server):
+    # ComfyUI sends execution_interrupted to everyone when the prompt has no client (its
+    # broadcast flag); every other execution event of such a prompt goes nowhere.
+    watcher = WsClient(server.ws_url, "watcher")
+    watcher.recv()
+    prompt_id = post(server.url, "/prompt", {"prompt": slow(41, steps=200)}).json()["prompt_id"]
+    wait_running(server.url, prompt_id)
+    assert post(server.url, "/interrupt", {"prompt_id": prompt_id}).status == 200
+    frames = watcher.until(lambda f: isinstance(f, dict) and f["type"] == "execution_interrupted")
+    assert frames[-1]["data"]["prompt_id"] == prompt_id
+    assert not [f for f in frames if f["type"] in ("execution_start", "executing", "executed")]
+    wait_history(server.url, prompt_id)
+    watcher.close()
