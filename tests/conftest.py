@@ -37,3 +37,19 @@ def make_server(tmp_path: Path) -> Iterator:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def sd15_mini_checkpoint() -> Path:
+    """The golden sd15-mini checkpoint (generated once, cached in .cache/golden/)."""
+    from tests.models.golden_checkpoint import cached
+
+    return cached("sd15-mini")
+
+
+@pytest.fixture(scope="session")
+def lora_mini_file() -> Path:
+    """The golden lora-mini LoRA (generated once, cached in .cache/golden/)."""
+    from tests.models.golden_checkpoint import cached
+
+    return cached("lora-mini")
