@@ -12,7 +12,7 @@ import logging
 import struct
 from typing import TYPE_CHECKING, Any
 
-from comfyserve.engine import interrupt
+from comfyserve.engine import interrupt, previews
 from comfyserve.engine.cache import OutputCache
 from comfyserve.engine.execute import Executor, PromptJob
 from comfyserve.server.hub import PREVIEW_IMAGE, PREVIEW_IMAGE_WITH_METADATA
@@ -74,6 +74,7 @@ def run_worker(queue: PromptQueue, ctx: ServerContext) -> None:
         free_memory=lambda: _unload_models(ctx),
     )
     ctx.extras["executor"] = executor
+    previews.configure(settings.preview_method, settings.preview_size)
     interrupt.use_flag(queue.interrupt_requested)
     while not queue.stopping:
         item = queue.take(timeout=1.0)

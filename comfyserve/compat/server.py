@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import web
 
-from comfyserve.compat._preview import FORMAT_NUMBERS, encode_preview
 from comfyserve.engine import progress
+from comfyserve.engine.previews import FORMAT_NUMBERS, encode_preview
 from comfyserve.server.custom_routes import CUSTOM_ROUTES, AppProxy, CustomRoutes
 
 if TYPE_CHECKING:

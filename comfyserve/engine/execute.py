@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from comfyserve.engine import interrupt, progress
+from comfyserve.engine import interrupt, previews, progress
 from comfyserve.engine.blocker import ExecutionBlocker
 from comfyserve.engine.cache import CachedNode, OutputCache, Signatures, compute_signatures
 from comfyserve.engine.dynprompt import DynamicPrompt
@@ -153,6 +153,7 @@ class Executor:
             sink.send(event, data)
 
         record("execution_start", {"prompt_id": prompt_id, "timestamp": timestamp_ms()})
+        previews.set_prompt_method(job.extra_data.get("preview_method"))
         dyn = DynamicPrompt(job.prompt)
         signatures = compute_signatures(dyn, self.registry)
         results: dict[str, CachedNode] = {}

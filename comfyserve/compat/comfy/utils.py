@@ -13,8 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from comfyserve.compat._preview import encode_preview
 from comfyserve.engine import progress
+from comfyserve.engine.previews import encode_preview
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""Preview images as ComfyUI code hands them over, turned into the engine's `(media type, bytes)`.
+"""Preview images: which method a prompt asked for, and encoding them for the websocket.
 
-ComfyUI's latent previewers and `send_sync(UNENCODED_PREVIEW_IMAGE, …)` pass
+ComfyUI's previewers and `send_sync(UNENCODED_PREVIEW_IMAGE, …)` pass
 `("JPEG" | "PNG", PIL image, max size)`; the engine's progress API and websocket frames want
-encoded bytes.
+encoded bytes. The method comes from the prompt's `extra_data.preview_method`, else from
+`--preview-method`; ComfyUI's default is none, and some clients take any binary frame for an
+output image, so nothing is sent unless asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +15,34 @@ from typing import Any
 from comfyserve.engine.progress import Preview
 
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+METHODS = ("none", "auto", "latent2rgb", "taesd")
+DEFAULT_MAX_SIZE = 512
+
+_server_method = "none"
+_server_max_size = DEFAULT_MAX_SIZE
+_prompt_method: str | None = None
+
+
+def configure(method: str, max_size: int = DEFAULT_MAX_SIZE) -> None:
+    """The server's `--preview-method` and `--preview-size`."""
+    global _server_method, _server_max_size
+    _server_method = method if method in METHODS else "none"
+    _server_max_size = max_size
+
+
+def set_prompt_method(method: Any) -> None:
+    """The running prompt's `extra_data.preview_method` (None or "default": the server's)."""
+    global _prompt_method
+    _prompt_method = method if method in METHODS else None
+
+
+def method() -> str:
+    """The preview method in force for the running prompt."""
+    return _prompt_method or _server_method
+
+
+def max_size() -> int:
+    return _server_max_size
 # Binary frame image format numbers (after the event type), as ComfyUI numbers them.
 FORMAT_NUMBERS = {"image/jpeg": 1, "image/png": 2}
 
