@@ -7,6 +7,7 @@ saved files carry the same pixels as ComfyUI's.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -76,8 +77,19 @@ def _valid_keyword(key: Any) -> bool:
     return True
 
 
-def save_png(picture: Image.Image, path: Path, metadata: PngInfo | None, compress_level: int) -> None:
-    """Write a PNG so that `path` only ever appears complete (temporary file, then rename)."""
+def save_png(
+    picture: Image.Image, path: Path, metadata: PngInfo | None, compress_level: int, atomic: bool = True
+) -> None:
+    """Write a PNG. `atomic`: `path` only ever appears complete (temporary file, then rename).
+    Otherwise (scratch files such as previews) the encoded bytes go straight into a new file —
+    one file operation less — and FileExistsError is raised rather than overwriting."""
+    if not atomic:
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG", pnginfo=metadata, compress_level=compress_level)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as file:
+            file.write(buffer.getbuffer())
+        return
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         picture.save(temporary, format="PNG", pnginfo=metadata, compress_level=compress_level)

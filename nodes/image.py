@@ -141,14 +141,21 @@ class SaveImage:
         folder, stem, counter, subfolder, _ = get_save_image_path(filename_prefix, self.output_dir, width, height)
         metadata = None if runtime.settings().disable_metadata else png_metadata(prompt, extra_pnginfo)
         results = []
+        scratch = self.type == "temp"  # previews: no rename dance, the temp folder is scratch space
         for batch_number, image in enumerate(images):
-            filename = numbered_filename(stem, batch_number, counter)
-            if (Path(folder) / filename).exists():
-                # The folder changed under us (within the mtime's resolution): never overwrite.
-                COUNTERS.forget(Path(folder))
-                counter = max(counter + 1, next_counter(Path(folder), stem))
+            picture = tensor_to_pil(image)
+            while True:
                 filename = numbered_filename(stem, batch_number, counter)
-            save_png(tensor_to_pil(image), Path(folder) / filename, metadata, self.compress_level)
+                target = Path(folder) / filename
+                try:
+                    if not scratch and target.exists():
+                        raise FileExistsError(target)
+                    save_png(picture, target, metadata, self.compress_level, atomic=not scratch)
+                    break
+                except FileExistsError:
+                    # The folder changed under us (within the mtime's resolution): never overwrite.
+                    COUNTERS.forget(Path(folder))
+                    counter = max(counter + 1, next_counter(Path(folder), stem))
             results.append({"filename": filename, "subfolder": subfolder, "type": self.type})
             counter += 1
         COUNTERS.saved(Path(folder), stem, [r["filename"] for r in results], counter - 1)

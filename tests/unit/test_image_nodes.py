@@ -327,6 +327,19 @@ def test_save_never_overwrites_a_file_the_counter_index_could_not_see(folders):
     assert (folders.output / "keep_00002_.png").read_bytes() == b"someone else's file"
 
 
+def test_previews_never_overwrite_either(folders):
+    preview = PreviewImage()
+    first = preview.save_images(ramp())["ui"]["images"][0]["filename"]
+    taken = first.replace("_00001_", "_00002_")
+    before = os.stat(folders.temp).st_mtime_ns
+    (folders.temp / taken).write_bytes(b"not ours")
+    os.utime(folders.temp, ns=(before, before))
+    again = preview.save_images(ramp())["ui"]["images"][0]["filename"]
+    assert again == first.replace("_00001_", "_00003_")
+    assert (folders.temp / taken).read_bytes() == b"not ours"
+    assert Image.open(folders.temp / again).format == "PNG"
+
+
 def test_pixels_are_truncated_to_8_bits_like_comfyui(folders):
     values = image([[[[0.999, 0.5, -0.2], [1.5, 0.00392, 0.0]]]])
     SaveImage().save_images(values, "trunc")
