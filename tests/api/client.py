@@ -9,17 +9,22 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from multidict import CIMultiDict
 from websockets.sync.client import connect
 
 
 @dataclass
 class Reply:
     status: int
-    headers: dict[str, str]
+    headers: CIMultiDict  # header names in any letter case
     body: bytes
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("Content-Type")
 
 
 def request(base: str, method: str, path: str, body: Any = None, headers: dict | None = None, raw: bytes | None = None) -> Reply:
@@ -27,9 +32,27 @@ def request(base: str, method: str, path: str, body: Any = None, headers: dict |
     req = urllib.request.Request(base + path, data=data, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return Reply(resp.status, dict(resp.headers), resp.read())
+            return Reply(resp.status, CIMultiDict(resp.headers.items()), resp.read())
     except urllib.error.HTTPError as err:
-        return Reply(err.code, dict(err.headers), err.read())
+        return Reply(err.code, CIMultiDict(err.headers.items()), err.read())
+
+
+def call(base: str, method: str, path: str, data: bytes | None = None, headers: dict | None = None) -> Reply:
+    """A request with a raw body (or none)."""
+    return request(base, method, path, headers=headers, raw=data)
+
+
+def send_record(base: str, record: dict) -> Reply:
+    """Send one captured request of the reference as the capture script did."""
+    sent = record["request"]
+    headers = dict(sent.get("headers", {}))
+    data = None
+    if "json" in sent:
+        data = json.dumps(sent["json"]).encode()
+        headers.setdefault("Content-Type", "application/json")
+    elif "data" in sent:
+        data = sent["data"].encode()
+    return call(base, sent["method"], sent["path"], data, headers)
 
 
 def get(base: str, path: str, **kw) -> Reply:

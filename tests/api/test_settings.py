@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.api.client import Reply, call, send_record
 from tests.conftest import reference
 from tests.serverproc import REFERENCE, ServerProcess
 
@@ -32,43 +29,6 @@ UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 JSON_TYPE = "application/json; charset=utf-8"
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    @property
-    def content_type(self) -> str | None:
-        return self.headers.get("content-type")
-
-
-def call(
-    base_url: str, method: str, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
-) -> Reply:
-    request = urllib.request.Request(base_url + path, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return Reply(
-                response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
-            )
-    except urllib.error.HTTPError as err:
-        return Reply(err.code, {k.lower(): v for k, v in err.headers.items()}, err.read())
-
-
-def send_record(base_url: str, record: dict) -> Reply:
-    req = record["request"]
-    headers = dict(req.get("headers", {}))
-    data = None
-    if "json" in req:
-        data = json.dumps(req["json"]).encode()
-        headers.setdefault("Content-Type", "application/json")
-    elif "data" in req:
-        data = req["data"].encode()
-    return call(base_url, req["method"], req["path"], data, headers)
 
 
 @pytest.fixture(scope="module", autouse=True)
