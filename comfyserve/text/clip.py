@@ -228,6 +228,12 @@ class CLIP:
     def load_model(self, tokens: Any = None) -> CLIP:
         return self
 
+    def to(self, device: torch.device | str) -> CLIP:
+        """Move the encoders (shared with every clone) to `device`."""
+        for encoder in self.cond_stage_model.encoders.values():
+            encoder.to(device)
+        return self
+
 
 def default_device() -> torch.device:
     """Where text encoders run: the GPU when there is one and `--cpu` is not set."""

@@ -191,10 +191,13 @@ class ClipEncoder:
         """(selected hidden states [B,T,D], None if it is the last layer, final-normed last
         layer [B,T,D], pooled [B,D] unprojected) for token sequences `sections`."""
         overrides = overrides or {}
+        device = self.device
 
         def raw(name: str) -> torch.Tensor:
             found = overrides.get(name)
-            return found if found is not None else self._params[name]
+            if found is None:
+                return self._params[name]
+            return found if found.device == device else found.to(device)
 
         def w(name: str) -> torch.Tensor:
             return raw(name).to(COMPUTE_DTYPE)
@@ -248,9 +251,9 @@ class ClipEncoder:
             weight = self._params.get(name)
         if weight is None:
             return pooled
-        return F.linear(pooled, weight.to(COMPUTE_DTYPE))
+        return F.linear(pooled, weight.to(device=pooled.device, dtype=COMPUTE_DTYPE))
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode_token_weights(self, token_weight_pairs: Sequence[Sequence[tuple]], layer_idx: Any = _UNSET,
                              projected: bool | None = None,
                              overrides: Mapping[str, torch.Tensor] | None = None

@@ -207,6 +207,13 @@ def test_incomplete_weights_and_unknown_families_are_refused(weights):
         load_clip({"clip_l": weights["clip_l"]}, "flux", device="cpu")
 
 
+def test_outputs_are_ordinary_tensors(sd1):
+    cond, pooled = sd1.encode_from_tokens(sd1.tokenize(PROMPT), return_pooled=True)
+    assert not cond.is_inference() and not cond.requires_grad
+    cond.mul_(2.0)  # guidance and conditioning nodes may edit conds in place
+    pooled.add_(1.0)
+
+
 def test_weights_are_stored_in_float16(sd1, sdxl):
     for clip in (sd1, sdxl):
         for encoder in clip.cond_stage_model.encoders.values():
