@@ -53,6 +53,8 @@ class Signatures:
         self.registry = registry
         self._known: dict[str, Any] = {}
         self._visiting: set[str] = set()
+        # What each node's IS_CHANGED answered (ComfyUI shows it in the prompt nodes receive).
+        self.is_changed: dict[str, Any] = {}
 
     def __getitem__(self, node_id: str) -> Any:
         known = self._known.get(node_id)
@@ -73,7 +75,10 @@ class Signatures:
                     parts.append((name, "link", self[str(value[0])], value[1]))
                 else:
                     parts.append((name, _literal_key(value)))
-            changed = _is_changed(cls, inputs, node_id) if cls is not None else None
+            changed = None
+            if cls is not None and getattr(cls, "IS_CHANGED", None) is not None:
+                raw, changed = _is_changed(cls, inputs, node_id)
+                self.is_changed[node_id] = raw
             keeps_id = cls is not None and (getattr(cls, "OUTPUT_NODE", False) or getattr(cls, "NOT_IDEMPOTENT", False))
             parent = getattr(self.prompt, "parent_of", lambda _: None)(node_id)
             signature = (
@@ -101,19 +106,17 @@ def compute_signatures(prompt: Any, registry: NodeRegistry) -> Signatures:
     return signatures
 
 
-def _is_changed(cls: type, inputs: dict[str, Any], node_id: str) -> Any:
-    method = getattr(cls, "IS_CHANGED", None)
-    if method is None:
-        return None
+def _is_changed(cls: type, inputs: dict[str, Any], node_id: str) -> tuple[Any, Any]:
+    """(IS_CHANGED's raw answer, its part of the signature). NaN or an error: always run."""
     literal = {k: v for k, v in inputs.items() if not is_link(v)}
     try:
-        answer = method(**literal)
+        answer = cls.IS_CHANGED(**literal)
     except Exception:
         log.warning("IS_CHANGED of node %s failed; the node will run", node_id, exc_info=True)
-        return _Unique()
+        return float("nan"), _Unique()
     if isinstance(answer, float) and math.isnan(answer):
-        return _Unique()
-    return _literal_key(answer)
+        return answer, _Unique()
+    return answer, _literal_key(answer)
 
 
 class OutputCache:

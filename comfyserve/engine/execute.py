@@ -156,6 +156,9 @@ class Executor:
         previews.set_prompt_method(job.extra_data.get("preview_method"))
         dyn = DynamicPrompt(job.prompt)
         signatures = compute_signatures(dyn, self.registry)
+        # Nodes see the prompt with each IS_CHANGED answer added, as ComfyUI records it (SaveImage
+        # writes that prompt into the PNG); the queued prompt and its history entry stay as sent.
+        dyn.original = with_is_changed(job.prompt, signatures.is_changed)
         results: dict[str, CachedNode] = {}
         for node_id in job.prompt:
             hit = self.cache.get(signatures[node_id])
@@ -331,7 +334,7 @@ class Executor:
     def _hidden_value(run: _Run, node_id: str, kind: Any) -> Any:
         extra = run.job.extra_data
         return {
-            "PROMPT": run.job.prompt,
+            "PROMPT": run.dyn.original,
             "DYNPROMPT": run.dyn,
             "EXTRA_PNGINFO": extra.get("extra_pnginfo"),
             "UNIQUE_ID": node_id,
@@ -511,6 +514,19 @@ class Executor:
 
 
 _NOT_HIDDEN = object()
+
+
+def with_is_changed(prompt: dict[str, dict[str, Any]], answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A copy of `prompt` whose nodes with an IS_CHANGED carry `"is_changed": [answer]`."""
+    if not answers:
+        return prompt
+    out = {}
+    for node_id, node in prompt.items():
+        if node_id in answers:
+            answer = answers[node_id]
+            node = {**node, "is_changed": answer if isinstance(answer, float) and answer != answer else [answer]}
+        out[node_id] = node
+    return out
 
 
 def _options(spec: Any) -> dict[str, Any]:

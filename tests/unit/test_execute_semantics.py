@@ -349,3 +349,32 @@ def test_a_cycle_made_by_expansion_is_an_error_not_a_hang():
     event, data = result.final_event
     assert event == "execution_error" and data["exception_type"] == "graph.DependencyCycleError"
     assert "a" in data["exception_message"] and "b" in data["exception_message"]
+
+
+class Changing:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"value": ("INT", {})}, "hidden": {"prompt": "PROMPT"}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def IS_CHANGED(cls, value):
+        return f"hash-of-{value}"
+
+    def run(self, value, prompt):
+        return {"ui": {"prompt": [prompt]}}
+
+
+def test_nodes_see_the_prompt_with_is_changed_answers_and_the_job_keeps_its_own():
+    ex = executor()
+    ex.registry.register_mappings({"Changing": Changing})
+    prompt = {"5": {"class_type": "Changing", "inputs": {"value": 3}, "_meta": {"title": "x"}}}
+    result, _ = run(ex, prompt, ["5"])
+    (seen,) = result.outputs["5"]["prompt"]
+    assert seen == {"5": {"class_type": "Changing", "inputs": {"value": 3}, "_meta": {"title": "x"},
+                          "is_changed": ["hash-of-3"]}}
+    assert list(seen["5"]) == ["class_type", "inputs", "_meta", "is_changed"]  # appended, as ComfyUI does
+    assert "is_changed" not in prompt["5"]
