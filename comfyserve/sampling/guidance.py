@@ -259,9 +259,10 @@ def _area_and_mult(cond: Cond, x: torch.Tensor, sigma: torch.Tensor) -> _Piece |
         mask = torch.ones_like(input_x)
     mult = mask * strength
     if cond.get("mask") is None and area is not None:
-        # Soft edges: the outer 8 rows/columns of an area fade in, except along the image border.
-        steps = AREA_FUZZ_STEPS
+        # Soft edges: the outer rows/columns of an area fade in (8 of them, or a quarter of the
+        # area's size when smaller), except along the image border.
         for i in range(n):
+            steps = min(AREA_FUZZ_STEPS, mult.shape[2 + i] // 4)
             if area[n + i] != 0:
                 for t in range(steps):
                     mult.narrow(i + 2, t, 1).mul_((t + 1) / steps)
@@ -311,28 +312,32 @@ def calc_cond_batch(model: Any, conds: list[list[Cond] | None], x: torch.Tensor,
     return [out / count for out, count in zip(outs, counts, strict=True)]
 
 
-PostCfg = Callable[[dict[str, Any]], torch.Tensor]
-
-
 class CfgDenoiser:
-    """`denoiser(x, sigma, **extra) -> denoised` with CFG over positive and negative conds."""
+    """`denoiser(x, sigma, model_options=…) -> denoised` with CFG over positive and negative conds.
 
-    def __init__(self, model: Any, positive: list[Cond], negative: list[Cond], cfg: float,
-                 post_cfg: list[PostCfg] | None = None) -> None:
+    `model_options` (ComfyUI's, passed by samplers through extra_args) may carry
+    `sampler_post_cfg_function` hooks (CFG++ samplers read the unconditional prediction there)
+    and `disable_cfg1_optimization`.
+    """
+
+    def __init__(self, model: Any, positive: list[Cond], negative: list[Cond], cfg: float) -> None:
         self.model = model
+        self.model_sampling = model.model_sampling
         self.positive = positive
         self.negative = negative
         self.cfg = cfg
-        self.post_cfg = list(post_cfg or [])
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **_: Any) -> torch.Tensor:
-        # cfg 1: the negative cannot change the result, so ComfyUI skips it.
-        uncond = None if math.isclose(self.cfg, 1.0) else self.negative
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, model_options: dict | None = None, **_: Any) -> torch.Tensor:
+        options = model_options or {}
+        # cfg 1: the negative cannot change the result, so ComfyUI skips it (unless told not to).
+        skip_uncond = math.isclose(self.cfg, 1.0) and not options.get("disable_cfg1_optimization", False)
+        uncond = None if skip_uncond else self.negative
         cond_pred, uncond_pred = calc_cond_batch(self.model, [self.positive, uncond], x, sigma)
         result = uncond_pred + (cond_pred - uncond_pred) * self.cfg
-        for hook in self.post_cfg:
+        for hook in options.get("sampler_post_cfg_function", []):
             result = hook({"denoised": result, "cond_denoised": cond_pred, "uncond_denoised": uncond_pred,
-                           "cond_scale": self.cfg, "sigma": sigma, "input": x, "model": self.model})
+                           "cond_scale": self.cfg, "sigma": sigma, "input": x, "model": self.model,
+                           "model_options": options})
         return result
 
 
@@ -343,7 +348,7 @@ class InpaintDenoiser:
     def __init__(self, inner: Callable[..., torch.Tensor], model_sampling: Any, latent_image: torch.Tensor,
                  noise: torch.Tensor, mask: torch.Tensor | None) -> None:
         self.inner = inner
-        self.model_sampling = model_sampling
+        self.model_sampling = model_sampling  # samplers read the noise schedule from the denoiser
         self.latent_image = latent_image
         self.noise = noise
         self.mask = mask

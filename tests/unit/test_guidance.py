@@ -71,8 +71,9 @@ def test_area_is_averaged_with_fuzzy_inner_edges():
     (pred,) = calc_cond_batch(model, [positive], x, torch.tensor([1.0]))
     row = pred[0, 0, 5]
     assert torch.allclose(row[:8], torch.zeros(8))
-    # The area's left edge (x != 0) fades in over 8 columns: weight (t+1)/8; the right edge is the border.
-    weights = torch.arange(1, 9) / 8
+    # The area's left edge (x != 0) fades in over a quarter of its 8 columns: weights 1/2, 2/2;
+    # the right edge is the image border, the top and bottom too.
+    weights = torch.tensor([0.5, 1, 1, 1, 1, 1, 1, 1])
     assert torch.allclose(row[8:], 4.0 * weights / (1.0 + weights))
 
 
@@ -139,3 +140,17 @@ def test_sdxl_adm_layout():
     refiner = sdxl_adm({"pooled_output": pooled, "prompt_type": "negative"}, refiner=True)
     assert refiner.shape == (1, 1280 + 5 * 256)
     assert torch.isclose(refiner[0, 1280 + 4 * 256], torch.cos(torch.tensor(2.5)))
+
+
+def test_wide_areas_fade_over_eight_steps_on_inner_edges():
+    model = Model()
+    # A 40-column latent; the area covers columns 0..31: its right edge is inside, so it fades
+    # over min(8, 32 // 4) = 8 columns.
+    area = {"area": (8, 32, 0, 0), "strength": 1.0}
+    positive, _, x = prepared(model, conditioning(0.0) + conditioning(2.0, **area), conditioning(0.0),
+                              shape=(1, 4, 8, 40))
+    (pred,) = calc_cond_batch(model, [positive], x, torch.tensor([1.0]))
+    row = pred[0, 0, 3]
+    weights = torch.arange(8, 0, -1) / 8  # columns 24..31: 8/8 … 1/8
+    assert torch.allclose(row[24:32], 2.0 * weights / (1.0 + weights))
+    assert torch.allclose(row[:24], torch.full((24,), 1.0)) and torch.allclose(row[32:], torch.zeros(8))
