@@ -6,6 +6,12 @@ install the UI and links to the API. Custom node packs register web folders in
 `ctx.extras["web_directories"]` (name → folder); those are served at `/extensions/<name>/…`,
 only from inside the folder. The routes packs add are mounted here too (`custom_routes`),
 just before the static catch-all.
+
+`/templates/<file>` comes from the installed workflow-template packages (`comfyui-workflow-templates`
+and, from its 0.3 split on, its `comfyui_workflow_templates_*` bundles: each has a `templates/`
+folder; the first that has the file wins). Without any, `/templates/index.json` and
+`/templates/index_logo.json` answer an empty catalogue (`[]`, `{}`) instead of ComfyUI's 404, so
+the UI's templates browser opens empty rather than logging an error.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import glob
 import importlib.util
+import json
 import logging
+import pkgutil
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,6 +43,10 @@ OWN_WEB_DIR = Path(__file__).resolve().parents[3] / "web"
 OWN_EXTENSION_NAME = "comfyserve"
 WEB_ROOT = "web_root"
 WEB_DIRECTORIES = "web_directories"
+TEMPLATE_DIRS = "template_dirs"
+TEMPLATE_PACKAGE = "comfyui_workflow_templates"
+# The catalogue files the UI always asks for, and what they are when no template is installed.
+EMPTY_TEMPLATE_FILES = {"index.json": [], "index_logo.json": {}}
 
 NO_CACHE_HEADERS = {"Cache-Control": "no-cache", "Pragma": "no-cache", "Expires": "0"}
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
@@ -63,6 +75,23 @@ def find_web_root(settings: Settings) -> Path:
     return frontend_package_root() or OWN_WEB_DIR
 
 
+def template_directories() -> list[Path]:
+    """The `templates/` folders of the installed workflow-template packages, found without
+    importing them: the JSON bundle first (workflows and the index), then the media bundles."""
+    names = sorted(
+        {m.name for m in pkgutil.iter_modules() if m.name.startswith(TEMPLATE_PACKAGE)},
+        key=lambda name: (not name.endswith("_json"), name),
+    )
+    found: list[Path] = []
+    for name in names:
+        spec = importlib.util.find_spec(name)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            folder = Path(location) / "templates"
+            if folder.is_dir() and folder not in found:
+                found.append(folder)
+    return found
+
+
 def web_directories(ctx: ServerContext) -> dict[str, Path]:
     """The registry of custom node web folders (name → folder) that custom node loading fills."""
     return ctx.extras.setdefault(WEB_DIRECTORIES, {})
@@ -78,6 +107,7 @@ def setup(app: web.Application, ctx: ServerContext) -> None:
         log.info("web UI package not installed; serving a placeholder page (pip install comfyui-frontend-package)")
     else:
         log.info("web UI served from %s", root)
+    ctx.extras[TEMPLATE_DIRS] = template_directories()
     app.router.add_get("/", index)
     app.router.add_get("/api/", index)
     # Custom node packs' routes: after every built-in route, before the static files.
@@ -111,6 +141,15 @@ def resolve_static(web_root: Path, directories: dict[str, Path], relative: str) 
     return _existing_file(web_root, relative)
 
 
+def resolve_template(template_dirs: list[Path], relative: str) -> Path | None:
+    """The file for `/templates/<relative>` in the first template folder that has it."""
+    for folder in template_dirs:
+        path = _existing_file(folder, relative)
+        if path is not None:
+            return path
+    return None
+
+
 def _cache_headers(path: Path) -> dict[str, str]:
     suffix = path.suffix.lower()
     if suffix in (".js", ".css"):
@@ -122,7 +161,16 @@ def _cache_headers(path: Path) -> dict[str, str]:
 
 async def static_file(request: web.Request) -> web.StreamResponse:
     ctx = context_of(request)
-    path = resolve_static(ctx.extras[WEB_ROOT], web_directories(ctx), request.match_info["path"])
+    relative = request.match_info["path"]
+    path = None
+    if relative.startswith("templates/"):
+        path = resolve_template(ctx.extras.get(TEMPLATE_DIRS, []), relative.removeprefix("templates/"))
+    if path is None:
+        path = resolve_static(ctx.extras[WEB_ROOT], web_directories(ctx), relative)
+    if path is None and relative.startswith("templates/"):
+        empty = EMPTY_TEMPLATE_FILES.get(relative.removeprefix("templates/"))
+        if empty is not None and not ctx.extras.get(TEMPLATE_DIRS):
+            return web.Response(text=json.dumps(empty), content_type="application/json")
     if path is None:
         raise web.HTTPNotFound()
     headers = _cache_headers(path)
