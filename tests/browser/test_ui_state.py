@@ -1,0 +1,118 @@
+"""What the UI keeps on the server across reloads (saved workflows, settings), and driving the
+queue from the UI: cancel the running job and clear the pending ones."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+from tests.browser.frontends import INSTALLED
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
+def wait_until(check, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_save_a_workflow_reload_and_open_it_again(start_server, open_ui):
+    server = start_server(INSTALLED)
+    ui = open_ui(server.url).open()
+    ui.load_graph(ui.build_graph([
+        {"id": 1, "type": "EmptyImage", "widgets": {"width": 48, "height": 40, "color": 0xABCDEF}},
+        {"id": 2, "type": "ImageInvert", "links": {"image": [1, 0]}},
+        {"id": 3, "type": "SaveImage", "widgets": {"filename_prefix": "kept"}, "links": {"images": [2, 0]}},
+    ]))
+    ui.page.locator("#graph-canvas").click(position={"x": 640, "y": 600})
+    ui.page.keyboard.press("Control+s")  # asks for a name
+    ui.page.wait_for_timeout(300)
+    ui.page.keyboard.press("Control+a")
+    ui.page.keyboard.type("my flow")
+    with ui.page.expect_response(lambda r: "/api/userdata/" in r.url and r.request.method == "POST") as saved:
+        ui.page.keyboard.press("Enter")
+    assert saved.value.status == 200
+    assert saved.value.json()["path"] == "workflows/my flow.json"
+    on_disk = json.loads((server.base / "user" / "default" / "workflows" / "my flow.json").read_text())
+    assert sorted(n["type"] for n in on_disk["nodes"]) == ["EmptyImage", "ImageInvert", "SaveImage"]
+
+    ui.reload()
+    ui.page.click('[data-testid="workflows-tab-button"]')
+    ui.page.get_by_text("my flow").first.click()
+    ui.page.wait_for_function("() => window.app.graph.nodes.some(n => n.type === 'EmptyImage')")
+    assert ui.node_types() == ["EmptyImage", "ImageInvert", "SaveImage"]
+    assert [ui.widget_value(1, w) for w in ("width", "height", "color")] == [48, 40, 0xABCDEF]
+    assert ui.js("() => window.app.extensionManager.workflow.activeWorkflow.path") == "workflows/my flow.json"
+    assert [str(p) for p in ui.recorder.server_problems()] == []
+
+
+def test_settings_survive_a_reload(start_server, open_ui):
+    server = start_server(INSTALLED)
+    ui = open_ui(server.url).open()
+    switch = ui.page.locator("#Comfy\\.DevMode")
+    ui.page.keyboard.press("Control+Comma")
+    ui.page.get_by_placeholder("Search Settings...").fill("dev mode")
+    assert switch.get_attribute("aria-checked") == "false"
+    with ui.page.expect_response(lambda r: r.url.endswith("/api/settings/Comfy.DevMode")) as posted:
+        switch.click()
+    assert posted.value.status == 200
+    assert json.loads(posted.value.request.post_data) is True
+    settings_file = server.base / "user" / "default" / "comfy.settings.json"
+    assert json.loads(settings_file.read_text())["Comfy.DevMode"] is True
+
+    ui.reload()
+    assert ui.js("() => window.app.extensionManager.setting.get('Comfy.DevMode')") is True
+    ui.page.keyboard.press("Control+Comma")
+    ui.page.get_by_placeholder("Search Settings...").fill("dev mode")
+    assert switch.get_attribute("aria-checked") == "true"
+    assert [str(p) for p in ui.recorder.server_problems()] == []
+
+
+def slow_graph(steps: int) -> list[dict]:
+    """tests/api/workflows.slow as a UI graph: lanczos resamples of a 1024² image."""
+    spec = [{"id": 1, "type": "EmptyImage", "widgets": {"width": 1024, "height": 1024, "color": 255}}]
+    previous = 1
+    for index in range(steps):
+        node = 100 + index
+        spec.append({"id": node, "type": "ImageScaleBy", "pos": [50 + 20 * index, 400],
+                     "widgets": {"upscale_method": "lanczos", "scale_by": 1.0}, "links": {"image": [previous, 0]}})
+        previous = node
+    spec.append({"id": 9, "type": "SaveImage", "widgets": {"filename_prefix": "slow"}, "links": {"images": [previous, 0]}})
+    return spec
+
+
+def test_cancel_the_running_job_and_clear_the_queue(start_server, open_ui):
+    server = start_server(INSTALLED, "--cache-none")  # the same graph three times: no cache hits
+    ui = open_ui(server.url).open()
+    ui.load_graph(ui.build_graph(slow_graph(150)))
+    for _ in range(3):
+        ui.run()
+        ui.page.wait_for_timeout(200)
+    queue = wait_until(lambda: (q := get_json(server.url + "/api/queue"))["queue_running"] and
+                       len(q["queue_pending"]) == 2 and q, what="1 running, 2 pending")
+    running_id = queue["queue_running"][0][1]
+
+    ui.page.click('[data-testid="queue-overlay-toggle"]')
+    with ui.page.expect_response(lambda r: r.url.endswith("/api/queue") and r.request.method == "POST") as cleared:
+        ui.page.get_by_role("button", name="Clear queued").click()
+    assert cleared.value.status == 200 and json.loads(cleared.value.request.post_data) == {"clear": True}
+    with ui.page.expect_response(lambda r: "/api/interrupt" in r.url) as interrupted:
+        ui.page.get_by_role("button", name="Cancel current run").click()
+    assert interrupted.value.status == 200
+
+    wait_until(lambda: (q := get_json(server.url + "/api/queue")) and not q["queue_running"]
+               and not q["queue_pending"], what="an empty queue")
+    history = get_json(server.url + f"/api/history/{running_id}")[running_id]
+    assert [m[0] for m in history["status"]["messages"]][-1] == "execution_interrupted"
+    assert list((server.base / "output").glob("slow_*.png")) == []
+    ui.page.get_by_text("0 active").first.wait_for(timeout=10_000)
+    assert [str(p) for p in ui.recorder.server_problems()] == []

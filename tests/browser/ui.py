@@ -1,0 +1,345 @@
+"""Driving the real ComfyUI web UI in headless Chromium (Playwright, sync API).
+
+`launch_browser` starts Debian's `/usr/bin/chromium` (Playwright cannot download its own browser
+here); `UiPage` wraps one tab: it records every failed request, console error and page error,
+waits for the app, dismisses first-start dialogs, builds graphs through the UI's own LiteGraph
+and clicks Run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+CHROMIUM = os.environ.get("COMFYSERVE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+
+# What ComfyUI 0.8 itself answers 404 on a fresh user directory (the UI treats each as "not
+# there yet"; ../shared/reference/frontend/README.md), and the favicon 1.35.9 has no link for.
+EXPECTED_404 = (
+    "/user.css",
+    "/api/userdata/user.css",
+    "/api/userdata/comfy.templates.json",
+    "/api/userdata?dir=workflows",
+    "/api/userdata?dir=subgraphs",
+    "/api/userdata/workflows%2F.index.json",  # 1.58.1 workflows sidebar: its index, not written yet
+    "/favicon.ico",
+)
+
+
+def chromium_available() -> bool:
+    return Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)
+
+
+def launch_browser(playwright: Any) -> Any:
+    """Chromium with a fresh profile each time (Playwright's launch uses a temp user-data-dir)."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+def new_profile_context(playwright: Any) -> tuple[Any, Path]:
+    """A persistent context in a fresh user-data-dir (for tests that need one explicitly)."""
+    profile = Path(tempfile.mkdtemp(prefix="chromium-profile-"))
+    context = playwright.chromium.launch_persistent_context(
+        str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, viewport=VIEWPORT
+    )
+    return context, profile
+
+
+@dataclass
+class Problem:
+    kind: str  # "http" (status >= 400), "failed" (no answer), "console", "pageerror"
+    text: str
+    url: str = ""
+    status: int = 0
+
+    def __str__(self) -> str:
+        where = f" {self.url}" if self.url else ""
+        status = f" {self.status}" if self.status else ""
+        return f"{self.kind}{status}{where}: {self.text[:300]}"
+
+
+@dataclass
+class Recorder:
+    """Everything that went wrong in a page, split into the server's fault and the rest."""
+
+    base: str  # the UI's URL ("http://host:port/" or, behind a proxy, "http://host:port/comfy/")
+    problems: list[Problem] = field(default_factory=list)
+    api_requests: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path?query, status)
+    outside: list[str] = field(default_factory=list)  # own-origin URLs outside the UI's base path
+
+    def own(self, url: str) -> bool:
+        """A request for the server: under the UI's base URL. (Other URLs of the same origin
+        are recorded in `outside`: the UI asked for something without its base path.)"""
+        if url.startswith(self.base):
+            return True
+        parts, base = urlsplit(url), urlsplit(self.base)
+        if parts.netloc == base.netloc and url not in self.outside:
+            self.outside.append(url)
+        return False
+
+    def path(self, url: str) -> str:
+        """The URL's path relative to the server's root (the proxy's prefix removed)."""
+        parts = urlsplit(url)
+        path = "/" + parts.path[len(urlsplit(self.base).path):]
+        return path + (f"?{parts.query}" if parts.query else "")
+
+    def expected(self, url: str, status: int = 404) -> bool:
+        path = self.path(url)
+        return status == 404 and any(path == e or path.startswith(e + "&") for e in EXPECTED_404)
+
+    def attach(self, page: Any) -> None:
+        page.on("response", self._on_response)
+        page.on("requestfailed", self._on_failed)
+        page.on("console", self._on_console)
+        page.on("pageerror", lambda error: self.problems.append(Problem("pageerror", str(error))))
+
+    def _on_response(self, response: Any) -> None:
+        url = response.url
+        if not self.own(url):
+            return
+        path = self.path(url)
+        if "/api/" in path or path.startswith("/internal/"):
+            self.api_requests.append((response.request.method, path, response.status))
+        if response.status >= 400 and not self.expected(url, response.status):
+            self.problems.append(Problem("http", response.status_text, url, response.status))
+
+    def _on_failed(self, request: Any) -> None:
+        url, failure = request.url, request.failure or ""
+        if not self.own(url):
+            return  # api.comfy.org, huggingface.co: offline here, and not ours
+        # The page drops some requests itself: fire-and-forget settings POSTs, stylesheets
+        # that 404ed, requests of a page being reloaded.
+        if failure == "net::ERR_ABORTED":
+            return
+        self.problems.append(Problem("failed", failure, url))
+
+    def _on_console(self, message: Any) -> None:
+        if message.type != "error":
+            return
+        text = message.text
+        url = (message.location or {}).get("url", "")
+        if text.startswith("Failed to load resource"):
+            # The browser's line for a failed request: judged by the request itself above,
+            # except for requests Playwright does not report (the favicon).
+            if "net::ERR_NAME_NOT_RESOLVED" in text or "net::ERR_INTERNET_DISCONNECTED" in text:
+                return
+            if url and self.own(url) and not self.expected(url):
+                self.problems.append(Problem("console", text, url))
+            return
+        self.problems.append(Problem("console", text, url))
+
+    def server_problems(self) -> list[Problem]:
+        """Problems the server caused: failed own requests, and console errors that are not
+        about the offline internet (release notes, model downloads)."""
+        offline = ("api.comfy.org", "huggingface.co", "ERR_NAME_NOT_RESOLVED", "ERR_INTERNET_DISCONNECTED")
+        return [p for p in self.problems if not any(o in p.text or o in p.url for o in offline)]
+
+
+# JavaScript run in the page. `window.app`, `window.LiteGraph` exist in both recorded versions.
+# The modal layer of a dialog: PrimeVue's mask (1.35) or the newer dialog overlay (1.58).
+DIALOG = '.p-dialog-mask, [data-testid="dialog-overlay"]'
+DIALOG_CLOSE = ".p-dialog-mask button:has(.pi-times), .p-dialog-mask .p-dialog-close-button"
+APP_READY = "() => !!(window.app && window.app.graph && window.app.canvas && window.LiteGraph)"
+
+BUILD_GRAPH = """
+(spec) => {
+  const graph = new LiteGraph.LGraph();
+  const made = {};
+  let x = 50;
+  for (const n of spec.nodes) {
+    const node = LiteGraph.createNode(n.type);
+    if (!node) throw new Error('no node type ' + n.type);
+    node.id = n.id;
+    graph.add(node);
+    node.pos = n.pos || [x, 100];
+    x += 340;
+    for (const [name, value] of Object.entries(n.widgets || {})) {
+      const widget = (node.widgets || []).find(w => w.name === name);
+      if (!widget) throw new Error(n.type + ' has no widget ' + name);
+      widget.value = value;
+    }
+    made[n.id] = node;
+  }
+  for (const n of spec.nodes) {
+    for (const [input, [source, slot]] of Object.entries(n.links || {})) {
+      const target = made[n.id];
+      const index = target.findInputSlot(input);
+      if (index < 0) throw new Error(n.type + ' has no input ' + input);
+      made[source].connect(slot, target, index);
+    }
+  }
+  // Without the nulls older builds' schema check rejects ("Invalid workflow against zod schema").
+  return JSON.parse(JSON.stringify(graph.serialize(), (key, value) => value === null ? undefined : value));
+}
+"""
+
+
+# Graph coordinates → the page's CSS pixels (the canvas may be drawn at another resolution).
+GRAPH_TO_CLIENT = """
+([x, y]) => {
+  const c = window.app.canvas;
+  const p = c.ds.convertOffsetToCanvas([x, y]);
+  const r = c.canvas.getBoundingClientRect();
+  const scale = c.canvas.width / r.width;
+  return [r.left + p[0] / scale, r.top + p[1] / scale];
+}
+"""
+
+DROP_FILE = """
+async ([url, name, x, y]) => {
+  const blob = await (await fetch(url)).blob();
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], name, {type: blob.type}));
+  const target = document.elementFromPoint(x, y);
+  for (const type of ['dragenter', 'dragover', 'drop']) {
+    target.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: transfer,
+                                              clientX: x, clientY: y}));
+  }
+}
+"""
+
+
+class UiPage:
+    """One browser tab on a comfyserve server."""
+
+    def __init__(self, context: Any, url: str) -> None:
+        self.context = context
+        self.url = url.rstrip("/") + "/"
+        self.page = context.new_page()
+        self.recorder = Recorder(self.url)
+        self.recorder.attach(self.page)
+
+    # -- opening -------------------------------------------------------------------------
+
+    def open(self, first_start: bool = False, timeout: float = 60_000) -> UiPage:
+        """Open the UI and wait until it is usable. `first_start`: the user has no settings
+        yet, so the templates browser is coming; wait for it and close it."""
+        self.page.goto(self.url)
+        self.wait_ready(first_start, timeout)
+        return self
+
+    def reload(self, timeout: float = 60_000) -> UiPage:
+        self.page.reload()
+        self.wait_ready(False, timeout)
+        return self
+
+    def wait_ready(self, first_start: bool = False, timeout: float = 60_000) -> None:
+        self.page.wait_for_function(APP_READY, timeout=timeout)
+        self.page.wait_for_selector('[data-testid="queue-button"]', timeout=timeout)
+        if first_start:
+            self.page.wait_for_selector(DIALOG, state="visible", timeout=timeout)
+        self.dismiss_dialogs()
+
+    def dialog_open(self) -> bool:
+        dialogs = self.page.locator(DIALOG)
+        return any(dialogs.nth(i).is_visible() for i in range(dialogs.count()))
+
+    def dismiss_dialogs(self) -> None:
+        """Close open dialogs (the first-start templates browser) with Escape, as a user would."""
+        for attempt in range(6):
+            if not self.dialog_open():
+                return
+            if attempt % 2 == 0:
+                self.page.keyboard.press("Escape")
+            else:  # 1.35.9's templates browser ignores Escape until it has focus: its × button
+                close = self.page.locator(f"{DIALOG_CLOSE}").filter(visible=True)
+                if close.count():
+                    close.first.click()
+            self.page.wait_for_timeout(300)
+        raise AssertionError("a dialog does not close (Escape, its close button)")
+
+    # -- the app ---------------------------------------------------------------------------
+
+    def js(self, script: str, arg: Any = None) -> Any:
+        return self.page.evaluate(script, arg)
+
+    def version(self) -> str:
+        return self.js("() => window.__COMFYUI_FRONTEND_VERSION__ || ''")
+
+    def build_graph(self, nodes: list[dict]) -> dict:
+        """A UI-format workflow made by the page's own LiteGraph from a compact spec:
+        `[{"id": 1, "type": "LoadImage", "widgets": {...}, "links": {"image": [1, 0]}}, …]`."""
+        return self.js(BUILD_GRAPH, {"nodes": nodes})
+
+    def load_graph(self, workflow: dict) -> None:
+        self.js("async (w) => { await window.app.loadGraphData(w); }", workflow)
+        self.page.wait_for_timeout(100)
+
+    def widget_value(self, node_id: int, name: str) -> Any:
+        return self.js(
+            "([id, name]) => window.app.graph.getNodeById(id).widgets.find(w => w.name === name).value",
+            [node_id, name],
+        )
+
+    def to_client(self, x: float, y: float) -> tuple[float, float]:
+        cx, cy = self.js(GRAPH_TO_CLIENT, [x, y])
+        return cx, cy
+
+    def widget_point(self, node_id: int, name: str) -> tuple[float, float]:
+        """Where widget `name` of node `node_id` is on the page (its middle)."""
+        x, y = self.js(
+            "([id, name]) => { const n = window.app.graph.getNodeById(id);"
+            " const w = n.widgets.find(w => w.name === name);"
+            " return [n.pos[0] + n.size[0] / 2, n.pos[1] + w.y + (w.computedHeight || 20) / 2]; }",
+            [node_id, name],
+        )
+        return self.to_client(x, y)
+
+    def input_slot_point(self, node_id: int, slot: int) -> tuple[float, float]:
+        x, y = self.js("([id, slot]) => window.app.graph.getNodeById(id).getConnectionPos(true, slot)",
+                       [node_id, slot])
+        return self.to_client(x, y)
+
+    def node_title_point(self, node_id: int) -> tuple[float, float]:
+        """A point on the node's title bar (above `pos`, where LiteGraph draws it)."""
+        x, y = self.js("(id) => { const n = window.app.graph.getNodeById(id);"
+                       " return [n.pos[0] + 40, n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]; }", node_id)
+        return self.to_client(x, y)
+
+    def drop_file(self, url: str, name: str) -> None:
+        """Drop the file at `url` (fetched by the page) onto the middle of the canvas, as a
+        drag from the desktop does: dragenter, dragover, drop with a DataTransfer."""
+        box = self.page.locator("#graph-canvas").bounding_box()
+        self.js(DROP_FILE, [url, name, box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+
+    def node_types(self) -> list[str]:
+        return self.js("() => window.app.graph.nodes.map(n => n.type).sort()")
+
+    def run(self) -> None:
+        self.page.locator('[data-testid="queue-button"]').first.click()
+
+    def wait_for_output_image(self, node_id: int, timeout: float = 60_000) -> dict:
+        """Wait until node `node_id` shows an output image; its natural size and src."""
+        self.page.wait_for_function(
+            "(id) => { const n = window.app.graph.getNodeById(id);"
+            " return !!(n && n.imgs && n.imgs[0] && n.imgs[0].complete && n.imgs[0].naturalWidth > 0); }",
+            arg=node_id,
+            timeout=timeout,
+        )
+        return self.js(
+            "(id) => { const img = window.app.graph.getNodeById(id).imgs[0];"
+            " return {width: img.naturalWidth, height: img.naturalHeight, src: img.src}; }",
+            node_id,
+        )
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path))
+
+    def close(self) -> None:
+        self.page.close()
