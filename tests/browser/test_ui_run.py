@@ -115,8 +115,6 @@ def test_draw_in_the_mask_editor_and_save(start_server, open_ui, tmp_path, front
     ui.wait_for_output_image(3)
     assert len(saved_outputs(server, "ui")) == 1
     problems = [str(p) for p in ui.recorder.server_problems()]
-    if frontend == OLD:  # 1.35.9's editor asks for the paint layer it never had: a UI bug
-        problems = [p for p in problems if "filename=undefined" not in p]
     assert problems == []
 
 
