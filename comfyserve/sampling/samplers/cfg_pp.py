@@ -52,34 +52,33 @@ def sample_euler_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disabl
 
 @torch.no_grad()
 def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None):
-    """DPM-Solver++(2S) ancestral (CFG++): both stages step with the unconditional prediction, the
-    guidance difference of the first evaluation is added at the end of the step."""
+    """DPM-Solver++(2S) ancestral (CFG++), as ComfyUI 0.8 has it: each stage starts from x shifted by
+    (first guided prediction - the latest unconditional one) and steps with the guided predictions;
+    the final step to sigma 0 lands on the guided prediction."""
     extra_args = {} if extra_args is None else extra_args
     noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
-    s_noise = s_noise * noise_scale_of(model_sampling_of(model))
     uncond = UncondCapture()
     extra_args = uncond.install(extra_args)
     s_in = x.new_ones([x.shape[0]])
     for i in range(len(sigmas) - 1):
         denoised = model(x, sigmas[i] * s_in, **extra_args)
         uncond_denoised = uncond.get()
-        guidance_vector = denoised - uncond_denoised
         sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
         if sigma_down == 0:
             d = to_d(x, sigmas[i], uncond_denoised)
-            x = x + d * (sigma_down - sigmas[i])
+            x = denoised + d * sigma_down
         else:
             t, t_next = sigmas[i].log().neg(), sigma_down.log().neg()
             h = t_next - t
             s = t + 0.5 * h
-            x_2 = (s.neg().exp() / t.neg().exp()) * x - (-h * 0.5).expm1() * uncond_denoised
-            model(x_2, s.neg().exp() * s_in, **extra_args)
-            x = (t_next.neg().exp() / t.neg().exp()) * x - (-h).expm1() * uncond.get()
+            x_2 = (s.neg().exp() / t.neg().exp()) * (x + (denoised - uncond_denoised)) - (-h * 0.5).expm1() * denoised
+            denoised_2 = model(x_2, s.neg().exp() * s_in, **extra_args)
+            # ComfyUI reads the captured uncond again here, i.e. the midpoint evaluation's.
+            x = (t_next.neg().exp() / t.neg().exp()) * (x + (denoised - uncond.get())) - (-h).expm1() * denoised_2
         if sigmas[i + 1] > 0:
             x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-        x = x + guidance_vector
     return x
 
 
