@@ -31,6 +31,10 @@ def load_builtin_nodes(ctx: ServerContext) -> None:
     """Import the built-in `nodes` package and register its NODE_CLASS_MAPPINGS."""
     started = time.perf_counter()
     module = importlib.import_module(BUILTIN_NODE_MODULE)
+    from comfyserve.models.cache import unload_models
+
+    # POST /free and the out-of-memory handler drop the cached models through this (worker.py).
+    ctx.extras.setdefault("unload_models", unload_models)
     ctx.registry.register_mappings(
         getattr(module, "NODE_CLASS_MAPPINGS", {}),
         getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {}),

@@ -117,20 +117,7 @@ def test_every_record_is_covered():
     assert {name for name, r in RECORDS.items() if r["response"]["status"] == 500} == set(NOT_500)
 
 
-# Records whose prompts use the Stable Diffusion nodes (CheckpointLoaderSimple, KSampler, …),
-# which arrive with the model stack (issue 4). Strict: the marker must go once they pass.
-NEEDS_MODEL_NODES = {"combo: checkpoint name not in list"}
-
-
-def _replay_params() -> list:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="model nodes arrive with issue 4"))
-        if name in NEEDS_MODEL_NODES else name
-        for name in RECORDS
-    ]
-
-
-@pytest.mark.parametrize("name", _replay_params())
+@pytest.mark.parametrize("name", list(RECORDS))
 def test_replay(server, name):
     record = RECORDS[name]
     expected_status = record["response"]["status"]

@@ -19,7 +19,11 @@ REFERENCE = reference("object_info_full.json")["body"]
 
 @pytest.fixture
 def ours(tmp_path, monkeypatch) -> dict:
-    # An empty base directory, like the capture's (no input files, no models besides what is listed).
+    # A base directory like the capture's: no input files, and only the one checkpoint its README
+    # names (models/checkpoints/sd15-mini.safetensors; the listing needs the name, not the weights).
+    checkpoints = tmp_path / "models" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "sd15-mini.safetensors").write_bytes(b"")
     settings = Settings(base_directory=tmp_path)
     monkeypatch.setattr(runtime, "_settings", settings)
     monkeypatch.setattr(runtime, "_folders", Folders.from_settings(settings))
