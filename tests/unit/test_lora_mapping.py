@@ -70,6 +70,11 @@ def test_apply_lora_patches_clones_and_reports_unused_keys(caplog):
     assert new_model is not model and new_clip is not clip
     assert not model.patches and not clip.patches  # the originals are untouched
     assert new_model.patches["down_blocks.0.attentions.0.proj_in.weight"][0] == 0.8
-    assert new_clip.patches["clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"][0] == 0.6
+    strength, text_patch = new_clip.patches["clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight"]
+    assert strength == 0.6
+    weight = torch.ones(4, 4)
+    delta = lora["lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] @ lora[
+        "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"]
+    assert torch.allclose(text_patch.calculate_weight(weight, "k", 0.6), weight + 0.6 * delta)
     assert ["lora key not loaded: lora_te_nothing_here.lora_up.weight"] == [
         r.getMessage() for r in caplog.records if "not loaded" in r.getMessage()]
