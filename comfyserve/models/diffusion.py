@@ -30,8 +30,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
-# A patch: a tensor added to the weight (a "diff"), or a function of the (float32, already
-# strength_model-scaled) weight that returns what to add.
+# A patch: a tensor added to the weight (a "diff"); an object with ComfyUI's weight-adapter method
+# `calculate_weight(weight, key, strength) -> new weight`; or a function of the (float32, already
+# strength_model-scaled) weight that returns what to add (scaled by strength_patch here).
 Patch = Any
 
 
@@ -299,6 +300,9 @@ def calculate_weight(original: torch.Tensor, queue: list[tuple[float, Patch, flo
     for strength, patch, strength_model in queue:
         if strength_model != 1.0:
             weight *= strength_model
+        if hasattr(patch, "calculate_weight"):
+            weight = patch.calculate_weight(weight, "", strength).to(torch.float32)
+            continue
         delta = patch(weight) if callable(patch) else patch
         if delta is None:
             continue
@@ -330,6 +334,10 @@ class LowRankPatch:
             down = down.reshape(final_shape).transpose(0, 1)
         diff = torch.mm(up.flatten(start_dim=1), down.flatten(start_dim=1))
         return self.scale * diff.reshape(weight.shape)
+
+    def calculate_weight(self, weight: torch.Tensor, key: str = "", strength: float = 1.0) -> torch.Tensor:
+        """ComfyUI's weight-adapter form (what the text encoders' patching calls): the patched weight."""
+        return weight + strength * self(weight.float()).to(weight.dtype)
 
 
 def model_sampling_for(prediction: str, zsnr: bool = False) -> Any:

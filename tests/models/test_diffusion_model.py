@@ -129,6 +129,9 @@ def test_calculate_weight_strengths():
     assert torch.equal(calculate_weight(weight, [(0.5, delta, 1.0)]), torch.full((2, 2), 2.0))
     assert torch.equal(calculate_weight(weight, [(1.0, delta, 0.5)]), torch.full((2, 2), 2.5))
     assert torch.equal(calculate_weight(weight, [(1.0, lambda w: w * 3, 1.0)]), torch.full((2, 2), 4.0))
+    patch = LowRankPatch(torch.ones(2, 1), torch.ones(1, 2), alpha=2.0)  # delta = 2 everywhere
+    assert torch.equal(calculate_weight(weight, [(0.25, patch, 1.0)]), torch.full((2, 2), 1.5))
+    assert torch.equal(patch.calculate_weight(weight, "k", 0.25), torch.full((2, 2), 1.5))
 
 
 def test_locon_mid_patch_shape():
