@@ -40,8 +40,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     setattr(item, f"report_{report.when}", report)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
+    # One per module, not per session: while Playwright's sync API is active it runs an asyncio
+    # loop in the main thread, and the test modules after this one start loops of their own.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
