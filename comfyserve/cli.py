@@ -30,6 +30,7 @@ IMPLEMENTED = frozenset({
     "cache_ram", "disable_metadata", "disable_all_custom_nodes", "whitelist_custom_nodes",
     "multi_user", "verbose", "log_stdout", "dont_print_server", "front_end_root",
     "enable_compress_response_body", "disable_auto_launch", "quick_test_for_ci",
+    "preview_method", "preview_size",
     # comfyserve's own
     "max_queue_size", "max_history", "allowed_hosts",
 })

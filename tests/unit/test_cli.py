@@ -105,3 +105,11 @@ def test_a_broken_extra_paths_file_stops_start_up_with_its_name(tmp_path, capsys
         cli.main(["--base-directory", str(tmp_path), "--extra-model-paths-config", str(config)])
     assert stop.value.code == 2
     assert "broken.yaml" in capsys.readouterr().err
+
+
+def test_preview_flags_take_effect_and_do_not_warn():
+    parser = cli.build_parser()
+    args = parser.parse_args(["--preview-method", "latent2rgb", "--preview-size", "256"])
+    assert cli.unimplemented_flags(args, parser) == []
+    s = cli.settings_from_args(args)
+    assert (s.preview_method, s.preview_size) == ("latent2rgb", 256)
