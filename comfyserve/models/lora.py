@@ -83,17 +83,6 @@ def patches_for(lora: Mapping[str, torch.Tensor], key_map: Mapping[str, str]) ->
     return patches, used
 
 
-class _TextPatch:
-    """A low-rank patch in the text encoders' patch protocol (`calculate_weight(weight, key,
-    strength) -> new weight`); the UNet's takes the bare `patch(weight) -> delta`."""
-
-    def __init__(self, patch: LowRankPatch) -> None:
-        self.patch = patch
-
-    def calculate_weight(self, weight: torch.Tensor, key: str, strength: float) -> torch.Tensor:
-        return weight + strength * self.patch(weight)
-
-
 def load_lora(path: Path | str) -> dict[str, torch.Tensor]:
     return load_state_dict(path)
 
@@ -111,7 +100,7 @@ def apply_lora(model: Any, clip: Any, lora: Mapping[str, torch.Tensor], strength
     if clip is not None:
         patches, clip_used = patches_for(lora, clip_key_map(clip))
         new_clip = clip.clone()
-        new_clip.add_patches({k: _TextPatch(p) for k, p in patches.items()}, strength_clip)
+        new_clip.add_patches(patches, strength_clip)
         used |= clip_used
     for name in sorted(set(lora) - used):
         log.warning("lora key not loaded: %s", name)
