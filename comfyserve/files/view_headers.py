@@ -11,29 +11,19 @@ from __future__ import annotations
 import mimetypes
 from urllib.parse import quote
 
+from comfyserve.inline_types import is_inline_safe
+
 OCTET_STREAM = "application/octet-stream"
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
-_INLINE_TYPES = frozenset(
-    {
-        "image/png",
-        "image/jpeg",
-        "image/gif",
-        "image/webp",
-        "image/avif",
-        "image/bmp",
-        "image/tiff",
-        "text/plain",
-        "application/json",
-    }
-)
-_INLINE_FAMILIES = ("audio/", "video/")
+# /view also shows TIFF images inline (input images can be TIFF).
+VIEW_ALSO_INLINE = frozenset({"image/tiff"})
 
 
 def view_content_type(filename: str) -> str:
     """The Content-Type `/view` sends for a stored file: its real type when harmless, else octet-stream."""
     guessed = mimetypes.guess_type(filename)[0] or OCTET_STREAM
-    if guessed in _INLINE_TYPES or guessed.startswith(_INLINE_FAMILIES):
+    if is_inline_safe(guessed, VIEW_ALSO_INLINE):
         return guessed
     return OCTET_STREAM
 
