@@ -1,208 +1,212 @@
-"""k-diffusion's first-generation samplers: Euler, Heun, DPM-2, their ancestral variants, Heun++
-and LMS."""
+"""Samplers that integrate the probability-flow ODE with sigma as time (Karras et al. 2022):
+Euler, Heun, the DPM-2 midpoint rule, their ancestral forms, Heun++ and linear multistep."""
 
 from __future__ import annotations
 
 import torch
 
-from ._common import get_ancestral_step, step_noise_sampler, to_d
+from ._common import step_noise_sampler
+from ._history import History
+from ._run import SamplerRun, intervals
+from ._steps import add_noise, ancestral_split, euler_move, slope
 
 
-def _churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise):
-    """Karras' stochastic "churn": raise sigma to sigma_hat and add the matching noise (global RNG)."""
-    if s_churn > 0:
-        gamma = min(s_churn / (len(sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigmas[i] <= s_tmax else 0.0
-        sigma_hat = sigmas[i] * (gamma + 1)
-    else:
-        gamma = 0
-        sigma_hat = sigmas[i]
+def _churn_gamma(sigma, n_steps: int, s_churn: float, s_tmin: float, s_tmax: float) -> float:
+    """Karras' gamma: the relative sigma increase of a churned step, at most sqrt(2) - 1, and
+    only for sigmas inside [s_tmin, s_tmax]."""
+    if s_tmin <= sigma <= s_tmax:
+        return min(s_churn / n_steps, 2**0.5 - 1)
+    return 0.0
+
+
+def _churn(x, sigma, gamma: float, s_noise: float, noise=None):
+    """Raise the noise level to sigma_hat = sigma (1 + gamma) by adding Gaussian noise (torch's
+    global generator unless `noise` is given); returns (x, sigma_hat)."""
+    sigma_hat = sigma * (gamma + 1)
     if gamma > 0:
-        eps = torch.randn_like(x) * s_noise
-        x = x + eps * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
+        if noise is None:
+            noise = torch.randn_like(x) * s_noise
+        x = x + noise * (sigma_hat**2 - sigma**2) ** 0.5
     return x, sigma_hat
+
+
+def _log_midpoint(sigma_a, sigma_b):
+    """The geometric mean of two sigmas (the midpoint in log sigma)."""
+    return sigma_a.log().lerp(sigma_b.log(), 0.5).exp()
+
+
+def _midpoint_move(run: SamplerRun, x, direction, sigma_from, sigma_to):
+    """DPM-Solver-2-style step: take the slope at the log-midpoint and apply it over the whole step."""
+    sigma_mid = _log_midpoint(sigma_from, sigma_to)
+    x_mid = euler_move(x, direction, sigma_from, sigma_mid)
+    mid_direction = slope(x_mid, sigma_mid, run.denoise(x_mid, sigma_mid))
+    return euler_move(x, mid_direction, sigma_from, sigma_to)
 
 
 @torch.no_grad()
 def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Euler steps of the probability-flow ODE (Karras et al. 2022, Algorithm 2 without Heun)."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat = _churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise)
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        d = to_d(x, sigma_hat, denoised)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
-        x = x + d * (sigmas[i + 1] - sigma_hat)
+    """First-order steps of the ODE (Karras et al. 2022, Algorithm 2 without its Heun correction),
+    with optional churn."""
+    run = SamplerRun(model, x, extra_args, callback)
+    for i, sigma, sigma_next in intervals(sigmas):
+        gamma = _churn_gamma(sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax) if s_churn > 0 else 0.0
+        x, sigma_hat = _churn(x, sigma, gamma, s_noise)
+        denoised = run.denoise(x, sigma_hat)
+        run.report(i, x, sigma, denoised, sigma_hat)
+        x = euler_move(x, slope(x, sigma_hat, denoised), sigma_hat, sigma_next)
     return x
 
 
 @torch.no_grad()
 def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None):
-    """Euler step down to sigma_down, then fresh noise of std sigma_up."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigma_down == 0:
+    """Euler down to sigma_down, then fresh noise of std sigma_up (a step that reaches sigma 0
+    returns the prediction)."""
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = step_noise_sampler(x, run.extra_args, noise_sampler)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        split = ancestral_split(sigma, sigma_next, eta)
+        run.report(i, x, sigma, denoised)
+        if split.sigma_down == 0:
             x = denoised
-        else:
-            d = to_d(x, sigmas[i], denoised)
-            x = x + d * (sigma_down - sigmas[i]) + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            continue
+        x = euler_move(x, slope(x, sigma, denoised), sigma, split.sigma_down)
+        x = add_noise(x, noise_sampler(sigma, sigma_next), s_noise, split.sigma_up)
     return x
 
 
 @torch.no_grad()
 def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Heun's second-order method (Karras et al. 2022, Algorithm 2); Euler for the last step to 0."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat = _churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise)
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        d = to_d(x, sigma_hat, denoised)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
-        dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == 0:
-            x = x + d * dt
-        else:
-            x_2 = x + d * dt
-            denoised_2 = model(x_2, sigmas[i + 1] * s_in, **extra_args)
-            d_2 = to_d(x_2, sigmas[i + 1], denoised_2)
-            x = x + (d + d_2) / 2 * dt
+    """Heun's trapezoidal correction (Karras et al. 2022, Algorithm 2); the step to sigma 0 stays Euler."""
+    run = SamplerRun(model, x, extra_args, callback)
+    for i, sigma, sigma_next in intervals(sigmas):
+        gamma = _churn_gamma(sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax) if s_churn > 0 else 0.0
+        x, sigma_hat = _churn(x, sigma, gamma, s_noise)
+        denoised = run.denoise(x, sigma_hat)
+        direction = slope(x, sigma_hat, denoised)
+        run.report(i, x, sigma, denoised, sigma_hat)
+        predicted = euler_move(x, direction, sigma_hat, sigma_next)
+        if sigma_next == 0:
+            x = predicted
+            continue
+        end_direction = slope(predicted, sigma_next, run.denoise(predicted, sigma_next))
+        x = euler_move(x, (direction + end_direction) / 2, sigma_hat, sigma_next)
     return x
 
 
 @torch.no_grad()
 def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """Heun++ (sd-webui-samplers-scheduler): up to three derivative evaluations per step, weighted
-    by sigma / (k * sigma_0).  Like ComfyUI it draws one global-RNG randn per step even without churn."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    s_end = sigmas[-1]
-    for i in range(len(sigmas) - 1):
-        gamma = min(s_churn / (len(sigmas) - 1), 2**0.5 - 1) if s_tmin <= sigmas[i] <= s_tmax else 0.0
-        eps = torch.randn_like(x) * s_noise
-        sigma_hat = sigmas[i] * (gamma + 1)
-        if gamma > 0:
-            x = x + eps * (sigma_hat**2 - sigmas[i] ** 2) ** 0.5
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        d = to_d(x, sigma_hat, denoised)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
-        dt = sigmas[i + 1] - sigma_hat
-        if sigmas[i + 1] == s_end:
-            x = x + d * dt
-        elif sigmas[i + 2] == s_end:
-            x_2 = x + d * dt
-            denoised_2 = model(x_2, sigmas[i + 1] * s_in, **extra_args)
-            d_2 = to_d(x_2, sigmas[i + 1], denoised_2)
-            w2 = sigmas[i + 1] / (2 * sigmas[0])
-            w1 = 1 - w2
-            x = x + (d * w1 + d_2 * w2) * dt
+    """Heun++ (from sd-webui-samplers-scheduler): the slope is a weighted mean of the slopes at up to
+    three successive schedule points, later points weighted sigma_k / (n sigma_0).  As in ComfyUI,
+    every step draws one randn from torch's global generator, churned or not."""
+    run = SamplerRun(model, x, extra_args, callback)
+    sigma_end = sigmas[-1]
+    for i, sigma, sigma_next in intervals(sigmas):
+        gamma = _churn_gamma(sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax)
+        x, sigma_hat = _churn(x, sigma, gamma, s_noise, noise=torch.randn_like(x) * s_noise)
+        denoised = run.denoise(x, sigma_hat)
+        direction = slope(x, sigma_hat, denoised)
+        run.report(i, x, sigma, denoised, sigma_hat)
+        if sigma_next == sigma_end:
+            later_sigmas = []
+        elif sigmas[i + 2] == sigma_end:
+            later_sigmas = [sigma_next]
         else:
-            x_2 = x + d * dt
-            denoised_2 = model(x_2, sigmas[i + 1] * s_in, **extra_args)
-            d_2 = to_d(x_2, sigmas[i + 1], denoised_2)
-            x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
-            denoised_3 = model(x_3, sigmas[i + 2] * s_in, **extra_args)
-            d_3 = to_d(x_3, sigmas[i + 2], denoised_3)
-            w = 3 * sigmas[0]
-            w2 = sigmas[i + 1] / w
-            w3 = sigmas[i + 2] / w
-            w1 = 1 - w2 - w3
-            x = x + (w1 * d + w2 * d_2 + w3 * d_3) * dt
+            later_sigmas = [sigma_next, sigmas[i + 2]]
+        x = euler_move(x, _heunpp_slope(run, x, sigma_hat, direction, later_sigmas, sigmas[0]), sigma_hat, sigma_next)
     return x
+
+
+def _heunpp_slope(run: SamplerRun, x, sigma_hat, direction, later_sigmas, sigma_first):
+    """Heun++'s combined slope: Euler probes to each later sigma, then the weighted mean."""
+    directions = [direction]
+    probe, probe_sigma = x, sigma_hat
+    for target in later_sigmas:
+        probe = euler_move(probe, directions[-1], probe_sigma, target)
+        probe_sigma = target
+        directions.append(slope(probe, target, run.denoise(probe, target)))
+    if not later_sigmas:
+        return direction
+    scale = len(directions) * sigma_first
+    later_weights = [target / scale for target in later_sigmas]
+    first_weight = 1
+    for w in later_weights:
+        first_weight = first_weight - w
+    combined = first_weight * direction
+    for w, d in zip(later_weights, directions[1:], strict=True):
+        combined = combined + w * d
+    return combined
 
 
 @torch.no_grad()
 def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
-    """DPM-Solver-2-like midpoint method: the derivative at the geometric mean of the two sigmas."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat = _churn(x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise)
-        denoised = model(x, sigma_hat * s_in, **extra_args)
-        d = to_d(x, sigma_hat, denoised)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
-        if sigmas[i + 1] == 0:
-            x = x + d * (sigmas[i + 1] - sigma_hat)
+    """Second-order midpoint steps in log sigma (after DPM-Solver-2), with optional churn; the step
+    to sigma 0 stays Euler."""
+    run = SamplerRun(model, x, extra_args, callback)
+    for i, sigma, sigma_next in intervals(sigmas):
+        gamma = _churn_gamma(sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax) if s_churn > 0 else 0.0
+        x, sigma_hat = _churn(x, sigma, gamma, s_noise)
+        denoised = run.denoise(x, sigma_hat)
+        direction = slope(x, sigma_hat, denoised)
+        run.report(i, x, sigma, denoised, sigma_hat)
+        if sigma_next == 0:
+            x = euler_move(x, direction, sigma_hat, sigma_next)
         else:
-            sigma_mid = sigma_hat.log().lerp(sigmas[i + 1].log(), 0.5).exp()
-            x_2 = x + d * (sigma_mid - sigma_hat)
-            denoised_2 = model(x_2, sigma_mid * s_in, **extra_args)
-            d_2 = to_d(x_2, sigma_mid, denoised_2)
-            x = x + d_2 * (sigmas[i + 1] - sigma_hat)
+            x = _midpoint_move(run, x, direction, sigma_hat, sigma_next)
     return x
 
 
 @torch.no_grad()
 def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None):
-    """DPM-2 midpoint step down to sigma_down, then fresh noise of std sigma_up."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        d = to_d(x, sigmas[i], denoised)
-        if sigma_down == 0:
-            x = x + d * (sigma_down - sigmas[i])
-        else:
-            sigma_mid = sigmas[i].log().lerp(sigma_down.log(), 0.5).exp()
-            x_2 = x + d * (sigma_mid - sigmas[i])
-            denoised_2 = model(x_2, sigma_mid * s_in, **extra_args)
-            d_2 = to_d(x_2, sigma_mid, denoised_2)
-            x = x + d_2 * (sigma_down - sigmas[i])
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+    """The DPM-2 midpoint step down to sigma_down, then fresh noise of std sigma_up."""
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = step_noise_sampler(x, run.extra_args, noise_sampler)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        split = ancestral_split(sigma, sigma_next, eta)
+        run.report(i, x, sigma, denoised)
+        direction = slope(x, sigma, denoised)
+        if split.sigma_down == 0:
+            x = euler_move(x, direction, sigma, split.sigma_down)
+            continue
+        x = _midpoint_move(run, x, direction, sigma, split.sigma_down)
+        x = add_noise(x, noise_sampler(sigma, sigma_next), s_noise, split.sigma_up)
     return x
 
 
-def linear_multistep_coeff(order: int, t, i: int, j: int) -> float:
-    """Integral over [t_i, t_{i+1}] of the j-th Lagrange basis polynomial through t_i, ..., t_{i-order+1}
-    (scipy's adaptive quadrature with epsrel 1e-4, as k-diffusion computes it)."""
+def lms_coefficient(t, i: int, order: int, j: int) -> float:
+    """The weight of the j-th newest slope in an `order`-step Adams-Bashforth step over
+    [t_i, t_{i+1}]: the integral of its Lagrange basis polynomial on the nodes t_i, ..., t_{i-order+1}
+    (scipy's adaptive quadrature to rel. tolerance 1e-4, as k-diffusion computes it)."""
     from scipy import integrate
 
     if order - 1 > i:
-        raise ValueError(f"Order {order} too high for step {i}")
+        raise ValueError(f"a {order}-step method needs {order - 1} earlier steps, step {i} has {i}")
+    node = t[i - j]
+    others = [t[i - k] for k in range(order) if k != j]
 
-    def basis(tau):
-        prod = 1.0
-        for k in range(order):
-            if j == k:
-                continue
-            prod *= (tau - t[i - k]) / (t[i - j] - t[i - k])
-        return prod
+    def lagrange_basis(tau: float) -> float:
+        value = 1.0
+        for other in others:
+            value *= (tau - other) / (node - other)
+        return value
 
-    return integrate.quad(basis, t[i], t[i + 1], epsrel=1e-4)[0]
+    return integrate.quad(lagrange_basis, t[i], t[i + 1], epsrel=1e-4)[0]
 
 
 @torch.no_grad()
 def sample_lms(model, x, sigmas, extra_args=None, callback=None, disable=None, order=4):
-    """Linear multistep (Adams-Bashforth in sigma) with up to `order` past derivatives."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    sigmas_cpu = sigmas.detach().cpu().numpy()
-    ds: list[torch.Tensor] = []
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        ds.append(to_d(x, sigmas[i], denoised))
-        if len(ds) > order:
-            ds.pop(0)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigmas[i + 1] == 0:
+    """Linear multistep in sigma with up to `order` past slopes; the step to sigma 0 returns the prediction."""
+    run = SamplerRun(model, x, extra_args, callback)
+    nodes = sigmas.detach().cpu().numpy()
+    slopes: History[torch.Tensor] = History(order)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        slopes.push(slope(x, sigma, denoised))
+        run.report(i, x, sigma, denoised)
+        if sigma_next == 0:
             x = denoised
-        else:
-            cur_order = min(i + 1, order)
-            coeffs = [linear_multistep_coeff(cur_order, sigmas_cpu, i, j) for j in range(cur_order)]
-            x = x + sum(c * d for c, d in zip(coeffs, reversed(ds), strict=False))
+            continue
+        weights = [lms_coefficient(nodes, i, len(slopes), j) for j in range(len(slopes))]
+        x = x + sum(w * d for w, d in zip(weights, slopes.newest_first(), strict=True))
     return x

@@ -1,219 +1,241 @@
-"""DPM-Solver++ family (Lu et al. 2022, arXiv:2211.01095) in data prediction and
-lambda = -log(sigma): 2S ancestral, SDE, 2M, 2M SDE (midpoint / heun) and 3M SDE.  The SDE variants
-draw from a Brownian tree; their `_gpu` twins only keep the tree on x's device."""
+"""DPM-Solver++ (Lu et al. 2022, arXiv:2211.01095): exponential integrators of the data prediction in
+half-log-SNR time.  Single-step 2S (ancestral) and SDE, multistep 2M, and the multistep SDE forms
+2M (midpoint / Heun correction) and 3M.  The SDE samplers draw from a Brownian tree (on the CPU, or
+on x's device for the `_gpu` names)."""
 
 from __future__ import annotations
 
 import torch
 
-from ._common import (
-    brownian_noise_sampler,
-    get_ancestral_step,
+from ._common import brownian_noise_sampler, model_sampling_of, noise_scale_of, step_noise_sampler
+from ._history import History
+from ._run import SamplerRun, intervals
+from ._steps import (
+    LogSNRStep,
+    add_noise,
+    ancestral_split,
+    euler_move,
+    exponential_update,
+    h_phi_1,
     half_log_snr,
-    model_sampling_of,
-    noise_scale_of,
-    sigma_from_half_log_snr,
-    step_noise_sampler,
-    to_d,
+    sigma_at,
+    slope,
 )
+
+
+def _sigma_ratio(lam_from, lam_to):
+    """sigma(lam_to) / sigma(lam_from), the x weight of a noise-free step in VE space."""
+    return sigma_at(lam_to) / sigma_at(lam_from)
+
+
+def _two_stage_step(run: SamplerRun, x, denoised, sigma, sigma_to):
+    """DPM-Solver++(2S): a first-order step to the log-SNR midpoint, then the whole step with the
+    midpoint's prediction."""
+    lam, lam_to = half_log_snr(sigma), half_log_snr(sigma_to)
+    h = lam_to - lam
+    lam_mid = lam + 0.5 * h
+    x_mid = exponential_update(x, denoised, _sigma_ratio(lam, lam_mid), h_phi_1(-(h * 0.5)))
+    denoised_mid = run.denoise(x_mid, sigma_at(lam_mid))
+    return exponential_update(x, denoised_mid, _sigma_ratio(lam, lam_to), h_phi_1(-h))
 
 
 @torch.no_grad()
 def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None):
-    """DPM-Solver++(2S) single-step midpoint in log sigma, ancestral noise after each step."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigma_down == 0:
-            d = to_d(x, sigmas[i], denoised)
-            x = x + d * (sigma_down - sigmas[i])
+    """DPM-Solver++(2S) down to sigma_down, then fresh noise of std sigma_up (none at the end)."""
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = step_noise_sampler(x, run.extra_args, noise_sampler)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        split = ancestral_split(sigma, sigma_next, eta)
+        run.report(i, x, sigma, denoised)
+        if split.sigma_down == 0:
+            x = euler_move(x, slope(x, sigma, denoised), sigma, split.sigma_down)
         else:
-            t, t_next = sigmas[i].log().neg(), sigma_down.log().neg()
-            h = t_next - t
-            s = t + 0.5 * h
-            x_2 = (s.neg().exp() / t.neg().exp()) * x - (-h * 0.5).expm1() * denoised
-            denoised_2 = model(x_2, s.neg().exp() * s_in, **extra_args)
-            x = (t_next.neg().exp() / t.neg().exp()) * x - (-h).expm1() * denoised_2
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = _two_stage_step(run, x, denoised, sigma, split.sigma_down)
+        if sigma_next > 0:
+            x = add_noise(x, noise_sampler(sigma, sigma_next), s_noise, split.sigma_up)
+    return x
+
+
+def _ancestral_exponential_stage(x, denoised, lam, alpha, lam_to, alpha_to, eta):
+    """A first-order exponential step from lam towards lam_to that stops at the ancestral sigma_down
+    (in the alpha-scaled frame); returns (x, sigma_up) - the caller adds the noise."""
+    split = ancestral_split(sigma_at(lam), sigma_at(lam_to), eta)
+    h = half_log_snr(split.sigma_down) - lam
+    return exponential_update(x, denoised, (alpha_to / alpha) * (-h).exp(), alpha_to * h_phi_1(-h)), split.sigma_up
+
+
+def _dpmpp_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, r, cpu_tree):
+    if len(sigmas) <= 1:
+        return x
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = brownian_noise_sampler(x, sigmas, run.extra_args, noise_sampler, cpu=cpu_tree)
+    s_noise = s_noise * noise_scale_of(model_sampling_of(model))
+    add_sde_noise = eta > 0 and s_noise > 0
+    blend = 1 / (2 * r)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, x, sigma, denoised)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        step = LogSNRStep(sigma, sigma_next)
+        alpha = sigma * step.lam.exp()
+        lam_mid = step.lam + r * step.h
+        sigma_mid = sigma_at(lam_mid)
+        alpha_mid = sigma_mid * lam_mid.exp()
+
+        x_mid, sigma_up = _ancestral_exponential_stage(x, denoised, step.lam, alpha, lam_mid, alpha_mid, eta)
+        if add_sde_noise:
+            x_mid = add_noise(x_mid, alpha_mid * noise_sampler(sigma, sigma_mid), s_noise, sigma_up)
+        denoised_mid = run.denoise(x_mid, sigma_mid)
+
+        blended = (1 - blend) * denoised + blend * denoised_mid
+        x, sigma_up = _ancestral_exponential_stage(x, blended, step.lam, alpha, step.lam_next, step.alpha_next, eta)
+        if add_sde_noise:
+            x = add_noise(x, step.alpha_next * noise_sampler(sigma, sigma_next), s_noise, sigma_up)
     return x
 
 
 @torch.no_grad()
-def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, r=1 / 2, _cpu_tree=True):
-    """DPM-Solver++ stochastic two-stage step (stage at lambda_s + r*h), Brownian-tree noise."""
-    if len(sigmas) <= 1:
-        return x
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = brownian_noise_sampler(x, sigmas, extra_args, noise_sampler, cpu=_cpu_tree)
-    s_in = x.new_ones([x.shape[0]])
-    s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigmas[i + 1] == 0:
-            x = denoised
-            continue
-        lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
-        h = lambda_t - lambda_s
-        lambda_s_1 = lambda_s + r * h
-        fac = 1 / (2 * r)
-        sigma_s_1 = sigma_from_half_log_snr(lambda_s_1)
-        alpha_s = sigmas[i] * lambda_s.exp()
-        alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
-        alpha_t = sigmas[i + 1] * lambda_t.exp()
-
-        # stage 1: to lambda_s_1
-        sd, su = get_ancestral_step(lambda_s.neg().exp(), lambda_s_1.neg().exp(), eta)
-        h_ = sd.log().neg() - lambda_s
-        x_2 = (alpha_s_1 / alpha_s) * (-h_).exp() * x - alpha_s_1 * (-h_).expm1() * denoised
-        if eta > 0 and s_noise > 0:
-            x_2 = x_2 + alpha_s_1 * noise_sampler(sigmas[i], sigma_s_1) * s_noise * su
-        denoised_2 = model(x_2, sigma_s_1 * s_in, **extra_args)
-
-        # stage 2: to lambda_t with the blended prediction
-        sd, su = get_ancestral_step(lambda_s.neg().exp(), lambda_t.neg().exp(), eta)
-        h_ = sd.log().neg() - lambda_s
-        denoised_d = (1 - fac) * denoised + fac * denoised_2
-        x = (alpha_t / alpha_s) * (-h_).exp() * x - alpha_t * (-h_).expm1() * denoised_d
-        if eta > 0 and s_noise > 0:
-            x = x + alpha_t * noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * su
-    return x
+def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, r=1 / 2):
+    """DPM-Solver++ SDE: two stochastic stages per step (the first to lambda + r h), the second with
+    the predictions blended 1 - 1/(2r) : 1/(2r); Brownian-tree noise on the CPU."""
+    return _dpmpp_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, r, cpu_tree=True)
 
 
 @torch.no_grad()
 def sample_dpmpp_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, r=1 / 2):
-    return sample_dpmpp_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, r, _cpu_tree=False)
+    """`dpmpp_sde` with the Brownian tree on x's device."""
+    return _dpmpp_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, r, cpu_tree=False)
 
 
 @torch.no_grad()
 def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """DPM-Solver++(2M): second-order multistep using the previous prediction."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    old_denoised = None
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        t, t_next = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
-        h = t_next - t
-        if old_denoised is None or sigmas[i + 1] == 0:
-            x = (t_next.neg().exp() / t.neg().exp()) * x - (-h).expm1() * denoised
-        else:
-            h_last = t - sigmas[i - 1].log().neg()
-            r = h_last / h
-            denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = (t_next.neg().exp() / t.neg().exp()) * x - (-h).expm1() * denoised_d
-        old_denoised = denoised
+    """DPM-Solver++(2M): each step extrapolates the prediction linearly in lambda from the previous
+    one; the first step and the step to sigma 0 are first order."""
+    run = SamplerRun(model, x, extra_args, callback)
+    previous = None
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, x, sigma, denoised)
+        lam, lam_next = half_log_snr(sigma), half_log_snr(sigma_next)
+        h = lam_next - lam
+        target = denoised
+        if previous is not None and sigma_next != 0:
+            step_ratio = (lam - half_log_snr(sigmas[i - 1])) / h
+            target = (1 + 1 / (2 * step_ratio)) * denoised - (1 / (2 * step_ratio)) * previous
+        x = exponential_update(x, target, _sigma_ratio(lam, lam_next), h_phi_1(-h))
+        previous = denoised
     return x
+
+
+# -- multistep SDE (2M / 3M) ----------------------------------------------------------------------
+#
+# Both start from the first-order SDE update and add corrections built from earlier predictions;
+# `history` holds (prediction, h) of the previous steps, newest first via `back`.
+
+
+def _midpoint_correction(x, step: LogSNRStep, denoised, history: History):
+    if not history:
+        return x
+    previous, h_previous = history.back(1)
+    step_ratio = h_previous / step.h
+    return x - 0.5 * step.alpha_next * step.phi_1() * (1 / step_ratio) * (denoised - previous)
+
+
+def _heun_correction(x, step: LogSNRStep, denoised, history: History):
+    if not history:
+        return x
+    previous, h_previous = history.back(1)
+    step_ratio = h_previous / step.h
+    return x + step.alpha_next * step.slope_weight() * (1 / step_ratio) * (denoised - previous)
+
+
+def _third_order_correction(x, step: LogSNRStep, denoised, history: History):
+    """First and second divided differences of the last three predictions (only the first when
+    there are two)."""
+    if not history:
+        return x
+    weight_1 = step.slope_weight()
+    previous, h_previous = history.back(1)
+    ratio_1 = h_previous / step.h
+    diff_newest = (denoised - previous) / ratio_1
+    if len(history) == 1:
+        return x + (step.alpha_next * weight_1) * diff_newest
+    older, h_older = history.back(2)
+    ratio_2 = h_older / step.h
+    diff_older = (previous - older) / ratio_2
+    first_derivative = diff_newest + (diff_newest - diff_older) * ratio_1 / (ratio_1 + ratio_2)
+    second_derivative = (diff_newest - diff_older) / (ratio_1 + ratio_2)
+    weight_2 = weight_1 / step.h_eta - 0.5
+    return x + (step.alpha_next * weight_1) * first_derivative - (step.alpha_next * weight_2) * second_derivative
+
+
+def _multistep_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, cpu_tree, correction, memory):
+    if len(sigmas) <= 1:
+        return x
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = brownian_noise_sampler(x, sigmas, run.extra_args, noise_sampler, cpu=cpu_tree)
+    s_noise = s_noise * noise_scale_of(model_sampling_of(model))
+    history: History[tuple[torch.Tensor, torch.Tensor | None]] = History(memory)
+    h_last = None  # a step that lands on sigma 0 keeps the previous h (ComfyUI's bookkeeping)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, x, sigma, denoised)
+        if sigma_next == 0:
+            x = denoised
+        else:
+            step = LogSNRStep(sigma, sigma_next, eta)
+            x = correction(step.first_order(x, denoised), step, denoised, history)
+            if eta > 0 and s_noise > 0:
+                x = x + noise_sampler(sigma, sigma_next) * sigma_next * step.noise_decay() * s_noise
+            h_last = step.h
+        history.push((denoised, h_last))
+    return x
+
+
+_SOLVER_CORRECTIONS = {"midpoint": _midpoint_correction, "heun": _heun_correction}
+
+
+def _dpmpp_2m_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, solver_type, cpu_tree):
+    if len(sigmas) > 1 and solver_type not in _SOLVER_CORRECTIONS:
+        raise ValueError("solver_type must be 'heun' or 'midpoint'")
+    return _multistep_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, cpu_tree,
+                          _SOLVER_CORRECTIONS.get(solver_type), memory=1)
 
 
 @torch.no_grad()
 def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None,
-                        solver_type="midpoint", _cpu_tree=True):
-    """DPM-Solver++(2M) SDE with a midpoint or Heun correction, Brownian-tree noise."""
-    if len(sigmas) <= 1:
-        return x
-    if solver_type not in {"heun", "midpoint"}:
-        raise ValueError("solver_type must be 'heun' or 'midpoint'")
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = brownian_noise_sampler(x, sigmas, extra_args, noise_sampler, cpu=_cpu_tree)
-    s_in = x.new_ones([x.shape[0]])
-    s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    old_denoised = None
-    h, h_last = None, None
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigmas[i + 1] == 0:
-            x = denoised
-        else:
-            lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
-            h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
-            if old_denoised is not None:
-                r = h_last / h
-                if solver_type == "heun":
-                    x = x + alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - old_denoised)
-                else:
-                    x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
-            if eta > 0 and s_noise > 0:
-                x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
-        old_denoised = denoised
-        h_last = h
-    return x
+                        solver_type="midpoint"):
+    """DPM-Solver++(2M) SDE with the midpoint (default) or Heun form of the second-order term."""
+    return _dpmpp_2m_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, solver_type, cpu_tree=True)
 
 
 @torch.no_grad()
-def sample_dpmpp_2m_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, solver_type="midpoint"):
-    return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, solver_type, _cpu_tree=False)
+def sample_dpmpp_2m_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None,
+                            solver_type="midpoint"):
+    return _dpmpp_2m_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, solver_type, cpu_tree=False)
 
 
 @torch.no_grad()
-def sample_dpmpp_2m_sde_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, solver_type="heun"):
-    return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, solver_type)
+def sample_dpmpp_2m_sde_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None,
+                             solver_type="heun"):
+    return _dpmpp_2m_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, solver_type, cpu_tree=True)
 
 
 @torch.no_grad()
-def sample_dpmpp_2m_sde_heun_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, solver_type="heun"):
-    return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, solver_type, _cpu_tree=False)
+def sample_dpmpp_2m_sde_heun_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None,
+                                 solver_type="heun"):
+    return _dpmpp_2m_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, solver_type, cpu_tree=False)
 
 
 @torch.no_grad()
-def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, _cpu_tree=True):
-    """DPM-Solver++(3M) SDE: third-order multistep (second order on the second step), Brownian-tree noise."""
-    if len(sigmas) <= 1:
-        return x
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = brownian_noise_sampler(x, sigmas, extra_args, noise_sampler, cpu=_cpu_tree)
-    s_in = x.new_ones([x.shape[0]])
-    s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    denoised_1, denoised_2 = None, None
-    h, h_1, h_2 = None, None, None
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigmas[i + 1] == 0:
-            x = denoised
-        else:
-            lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
-            h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
-            if h_2 is not None:
-                r0 = h_1 / h
-                r1 = h_2 / h
-                d1_0 = (denoised - denoised_1) / r0
-                d1_1 = (denoised_1 - denoised_2) / r1
-                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-                d2 = (d1_0 - d1_1) / (r0 + r1)
-                phi_2 = h_eta.neg().expm1() / h_eta + 1
-                phi_3 = phi_2 / h_eta - 0.5
-                x = x + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
-            elif h_1 is not None:
-                r = h_1 / h
-                d = (denoised - denoised_1) / r
-                phi_2 = h_eta.neg().expm1() / h_eta + 1
-                x = x + (alpha_t * phi_2) * d
-            if eta > 0 and s_noise > 0:
-                x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise
-        denoised_1, denoised_2 = denoised, denoised_1
-        h_1, h_2 = h, h_1
-    return x
+def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None):
+    """DPM-Solver++(3M) SDE: third order from the third step on (second order on the second)."""
+    return _multistep_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, True, _third_order_correction, memory=2)
 
 
 @torch.no_grad()
 def sample_dpmpp_3m_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None):
-    return sample_dpmpp_3m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, _cpu_tree=False)
+    return _multistep_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, False, _third_order_correction, memory=2)
