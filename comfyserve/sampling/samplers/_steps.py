@@ -97,7 +97,7 @@ def exponential_update(x: torch.Tensor, denoised: torch.Tensor, x_weight, denois
 
 class LogSNRStep:
     """One step sigma -> sigma_next seen in half-log-SNR: lam, lam_next, h = lam_next - lam and the
-    signal scale alpha_next = sigma_next * e^lam_next.
+    signal scales alpha = sigma * e^lam, alpha_next = sigma_next * e^lam_next.
 
     With SDE strength eta, the data-prediction update to the fraction r of the step is
         x_r = (sigma_r / sigma) e^(-r h eta) x - alpha_r * [r h (1 + eta)] phi_1 * D
@@ -112,6 +112,7 @@ class LogSNRStep:
         self.lam_next = half_log_snr(sigma_next)
         self.h = self.lam_next - self.lam
         self.h_eta = self.h * (eta + 1)
+        self.alpha = sigma * self.lam.exp()
         self.alpha_next = sigma_next * self.lam_next.exp()
 
     def point(self, r: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,108 +1,93 @@
-"""CFG++ samplers (Chung et al. 2024, arXiv:2406.08070): the step direction uses the *unconditional*
-prediction while the guided prediction sets the landing point.  They read the unconditional
-prediction through the post-CFG hook (see `_common.UncondCapture`)."""
+"""CFG++ (Chung et al. 2024, arXiv:2406.08070): the guided prediction decides where a step lands,
+the *unconditional* one the direction the remaining noise points in.  The unconditional prediction
+arrives through the post-CFG hook (`_common.UncondCapture`)."""
 
 from __future__ import annotations
 
 import torch
 
-from ._common import (
-    UncondCapture,
-    get_ancestral_step,
-    half_log_snr,
-    model_sampling_of,
-    noise_scale_of,
-    step_noise_sampler,
-    to_d,
-)
+from ._common import UncondCapture, model_sampling_of, noise_scale_of, step_noise_sampler
+from ._run import SamplerRun, intervals
+from ._steps import LogSNRStep, add_noise, ancestral_split, half_log_snr, slope
+from .dpmpp import two_stage_step
+
+
+def _guided_run(model, x, extra_args, callback) -> tuple[SamplerRun, UncondCapture]:
+    """A run whose denoiser calls report their unconditional prediction to the returned capture."""
+    uncond = UncondCapture()
+    return SamplerRun(model, x, uncond.install(extra_args), callback), uncond
 
 
 @torch.no_grad()
 def sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None):
-    """Ancestral Euler (CFG++)."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
+    """Ancestral Euler (CFG++): land on alpha_next * D_guided, move on along the unconditional noise
+    direction for sigma_down, then add fresh noise of std sigma_up (all in the alpha-scaled frame)."""
+    noise_sampler = step_noise_sampler(x, extra_args or {}, noise_sampler)
     s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    uncond = UncondCapture()
-    extra_args = uncond.install(extra_args)
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigmas[i + 1] == 0:
+    run, uncond = _guided_run(model, x, extra_args, callback)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, x, sigma, denoised)
+        if sigma_next == 0:
             x = denoised
             continue
-        alpha_s = sigmas[i] * half_log_snr(sigmas[i]).exp()
-        alpha_t = sigmas[i + 1] * half_log_snr(sigmas[i + 1]).exp()
-        d = to_d(x, sigmas[i], alpha_s * uncond.get())
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i] / alpha_s, sigmas[i + 1] / alpha_t, eta=eta)
-        sigma_down = alpha_t * sigma_down
-        x = alpha_t * denoised + sigma_down * d
+        step = LogSNRStep(sigma, sigma_next)
+        noise_direction = slope(x, sigma, step.alpha * uncond.get())
+        split = ancestral_split(sigma / step.alpha, sigma_next / step.alpha_next, eta)
+        x = step.alpha_next * denoised + (step.alpha_next * split.sigma_down) * noise_direction
         if eta > 0 and s_noise > 0:
-            x = x + alpha_t * noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = add_noise(x, step.alpha_next * noise_sampler(sigma, sigma_next), s_noise, split.sigma_up)
     return x
 
 
 @torch.no_grad()
 def sample_euler_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """Euler (CFG++): the ancestral variant without noise."""
+    """Euler (CFG++): the ancestral form without noise."""
     return sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable, eta=0.0, s_noise=0.0)
 
 
 @torch.no_grad()
 def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None):
-    """DPM-Solver++(2S) ancestral (CFG++), as ComfyUI 0.8 has it: each stage starts from x shifted by
-    (first guided prediction - the latest unconditional one) and steps with the guided predictions;
-    the final step to sigma 0 lands on the guided prediction."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
-    uncond = UncondCapture()
-    extra_args = uncond.install(extra_args)
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
+    """DPM-Solver++(2S) ancestral (CFG++) in ComfyUI 0.8's form: both stages step with the guided
+    predictions from x shifted by (step's guided prediction - the latest unconditional one), so the
+    second stage's shift uses the midpoint's unconditional prediction; a step that reaches sigma 0
+    lands on the guided prediction."""
+    noise_sampler = step_noise_sampler(x, extra_args or {}, noise_sampler)
+    run, uncond = _guided_run(model, x, extra_args, callback)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
         uncond_denoised = uncond.get()
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigma_down == 0:
-            d = to_d(x, sigmas[i], uncond_denoised)
-            x = denoised + d * sigma_down
+        split = ancestral_split(sigma, sigma_next, eta)
+        run.report(i, x, sigma, denoised)
+        if split.sigma_down == 0:
+            x = denoised + slope(x, sigma, uncond_denoised) * split.sigma_down
         else:
-            t, t_next = sigmas[i].log().neg(), sigma_down.log().neg()
-            h = t_next - t
-            s = t + 0.5 * h
-            x_2 = (s.neg().exp() / t.neg().exp()) * (x + (denoised - uncond_denoised)) - (-h * 0.5).expm1() * denoised
-            denoised_2 = model(x_2, s.neg().exp() * s_in, **extra_args)
-            # ComfyUI reads the captured uncond again here, i.e. the midpoint evaluation's.
-            x = (t_next.neg().exp() / t.neg().exp()) * (x + (denoised - uncond.get())) - (-h).expm1() * denoised_2
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            def shifted(x=x, guided=denoised):
+                return x + (guided - uncond.get())
+
+            x = two_stage_step(run, x, denoised, sigma, split.sigma_down, origin=shifted)
+        if sigma_next > 0:
+            x = add_noise(x, noise_sampler(sigma, sigma_next), s_noise, split.sigma_up)
     return x
 
 
 @torch.no_grad()
 def sample_dpmpp_2m_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """DPM-Solver++(2M) (CFG++)."""
-    extra_args = {} if extra_args is None else extra_args
-    uncond = UncondCapture()
-    extra_args = uncond.install(extra_args)
-    s_in = x.new_ones([x.shape[0]])
-    old_uncond_denoised = None
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
+    """DPM-Solver++(2M) (CFG++): x_next = D_guided + e^-h (x - D_uncond), plus the 2M correction
+    from the previous unconditional prediction (not on the first step or the step to sigma 0)."""
+    run, uncond = _guided_run(model, x, extra_args, callback)
+    previous_uncond = None
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
         uncond_denoised = uncond.get()
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        t, t_next = sigmas[i].log().neg(), sigmas[i + 1].log().neg()
-        h = t_next - t
-        if old_uncond_denoised is None or sigmas[i + 1] == 0:
-            denoised_mix = -torch.exp(-h) * uncond_denoised
-        else:
-            h_last = t - sigmas[i - 1].log().neg()
-            r = h_last / h
-            denoised_mix = -torch.exp(-h) * uncond_denoised - torch.expm1(-h) * (1 / (2 * r)) * (denoised - old_uncond_denoised)
-        x = denoised + denoised_mix + torch.exp(-h) * x
-        old_uncond_denoised = uncond_denoised
+        run.report(i, x, sigma, denoised)
+        lam = half_log_snr(sigma)
+        h = half_log_snr(sigma_next) - lam
+        decay = torch.exp(-h)
+        shift = -decay * uncond_denoised
+        if previous_uncond is not None and sigma_next != 0:
+            step_ratio = (lam - half_log_snr(sigmas[i - 1])) / h
+            shift = shift - torch.expm1(-h) * (1 / (2 * step_ratio)) * (denoised - previous_uncond)
+        x = denoised + shift + decay * x
+        previous_uncond = uncond_denoised
     return x

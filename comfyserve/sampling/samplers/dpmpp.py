@@ -28,15 +28,18 @@ def _sigma_ratio(lam_from, lam_to):
     return sigma_at(lam_to) / sigma_at(lam_from)
 
 
-def _two_stage_step(run: SamplerRun, x, denoised, sigma, sigma_to):
+def two_stage_step(run: SamplerRun, x, denoised, sigma, sigma_to, origin=None):
     """DPM-Solver++(2S): a first-order step to the log-SNR midpoint, then the whole step with the
-    midpoint's prediction."""
+    midpoint's prediction.  `origin()`, when given, is the point each stage starts from instead of x
+    (it is asked again after the midpoint evaluation)."""
     lam, lam_to = half_log_snr(sigma), half_log_snr(sigma_to)
     h = lam_to - lam
     lam_mid = lam + 0.5 * h
-    x_mid = exponential_update(x, denoised, _sigma_ratio(lam, lam_mid), h_phi_1(-(h * 0.5)))
+    start = x if origin is None else origin()
+    x_mid = exponential_update(start, denoised, _sigma_ratio(lam, lam_mid), h_phi_1(-(h * 0.5)))
     denoised_mid = run.denoise(x_mid, sigma_at(lam_mid))
-    return exponential_update(x, denoised_mid, _sigma_ratio(lam, lam_to), h_phi_1(-h))
+    start = x if origin is None else origin()
+    return exponential_update(start, denoised_mid, _sigma_ratio(lam, lam_to), h_phi_1(-h))
 
 
 @torch.no_grad()
@@ -51,7 +54,7 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
         if split.sigma_down == 0:
             x = euler_move(x, slope(x, sigma, denoised), sigma, split.sigma_down)
         else:
-            x = _two_stage_step(run, x, denoised, sigma, split.sigma_down)
+            x = two_stage_step(run, x, denoised, sigma, split.sigma_down)
         if sigma_next > 0:
             x = add_noise(x, noise_sampler(sigma, sigma_next), s_noise, split.sigma_up)
     return x
@@ -80,18 +83,17 @@ def _dpmpp_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampl
             x = denoised
             continue
         step = LogSNRStep(sigma, sigma_next)
-        alpha = sigma * step.lam.exp()
         lam_mid = step.lam + r * step.h
         sigma_mid = sigma_at(lam_mid)
         alpha_mid = sigma_mid * lam_mid.exp()
 
-        x_mid, sigma_up = _ancestral_exponential_stage(x, denoised, step.lam, alpha, lam_mid, alpha_mid, eta)
+        x_mid, sigma_up = _ancestral_exponential_stage(x, denoised, step.lam, step.alpha, lam_mid, alpha_mid, eta)
         if add_sde_noise:
             x_mid = add_noise(x_mid, alpha_mid * noise_sampler(sigma, sigma_mid), s_noise, sigma_up)
         denoised_mid = run.denoise(x_mid, sigma_mid)
 
         blended = (1 - blend) * denoised + blend * denoised_mid
-        x, sigma_up = _ancestral_exponential_stage(x, blended, step.lam, alpha, step.lam_next, step.alpha_next, eta)
+        x, sigma_up = _ancestral_exponential_stage(x, blended, step.lam, step.alpha, step.lam_next, step.alpha_next, eta)
         if add_sde_noise:
             x = add_noise(x, step.alpha_next * noise_sampler(sigma, sigma_next), s_noise, sigma_up)
     return x

@@ -1,245 +1,227 @@
-"""Multistep samplers on the Karras ODE: iPNDM / iPNDM-v (Adams-Bashforth with fixed / variable step
-coefficients), DEIS (tAB, coefficients integrated in VP time), RES multistep (exponential
-integrator, arXiv:2308.02157) and the gradient-estimation sampler (arXiv "Sampling by gradient
-estimation", ge_gamma = 2)."""
+"""Multistep samplers that reuse earlier evaluations: iPNDM and iPNDM-v (Adams-Bashforth on the
+sigma-time ODE with fixed / variable-step weights), DEIS (weights integrated in a VP time),
+RES multistep (second-order exponential multistep, arXiv:2308.02157) and the gradient-estimation
+sampler (Euler plus a multiple of the slope's change)."""
 
 from __future__ import annotations
 
 import torch
 
-from ._common import (
-    UncondCapture,
-    get_ancestral_step,
-    model_sampling_of,
-    noise_scale_of,
-    step_noise_sampler,
-    to_d,
-)
+from ._common import UncondCapture, model_sampling_of, noise_scale_of, step_noise_sampler
+from ._history import History
+from ._run import SamplerRun, intervals
+from ._steps import add_noise, ancestral_split, euler_move, h_phi_1, half_log_snr, slope
 
 
-def _shift_in(buffer: list, value, max_order: int) -> None:
-    """Keep the last max_order - 1 derivatives, newest last."""
-    if len(buffer) == max_order - 1:
-        for k in range(max_order - 2):
-            buffer[k] = buffer[k + 1]
-        buffer[-1] = value
-    else:
-        buffer.append(value)
+def _weighted_sum(weights, values):
+    """weights[0] * values[0] + weights[1] * values[1] + ..., summed left to right."""
+    total = weights[0] * values[0]
+    for w, v in zip(weights[1:], values[1:], strict=True):
+        total = total + w * v
+    return total
+
+
+# -- iPNDM ----------------------------------------------------------------------------------------
+
+# Adams-Bashforth weights for equal steps, newest slope first, and their common denominator.
+_EQUAL_STEP_WEIGHTS = {
+    1: ((1,), 1),
+    2: ((3, -1), 2),
+    3: ((23, -16, 5), 12),
+    4: ((55, -59, 37, -9), 24),
+}
+
+
+def _variable_step_weights(h: list, order: int) -> list:
+    """Adams-Bashforth weights (newest slope first) for unequal steps; h[0] is the step being
+    taken and h[1], h[2], h[3] the earlier ones, newest first (as iPNDM-v derives them)."""
+    if order == 1:
+        return [1]
+    q = h[0] / h[1]
+    base = [(2 + q) / 2, -q / 2]
+    if order == 2:
+        return base
+    s01, s12 = h[0] + h[1], h[1] + h[2]
+    p = h[1] / h[2]
+    t1 = (1 - h[0] / (3 * s01) * (h[0] * s01) / (h[1] * s12)) / 2
+    if order == 3:
+        return [base[0] + t1, base[1] - (1 + p) * t1, t1 * h[1] / h[2]]
+    s012, s123, s23 = s01 + h[2], s12 + h[3], h[2] + h[3]
+    t2 = ((1 - h[0] / (3 * s01)) / 2 + (1 - h[0] / (2 * s01)) * h[0] / (6 * s012)) * (h[0] * s01 * s012) / (h[1] * s12 * s123)
+    ratio = h[1] * s12 / (h[2] * s23)
+    return [
+        base[0] + t1 + t2,
+        base[1] - (1 + p) * t1 - (1 + p + ratio) * t2,
+        t1 * h[1] / h[2] + (p + ratio * (1 + h[2] / h[3])) * t2,
+        -t2 * ratio * h[1] / h[2],
+    ]
+
+
+def _ipndm(model, x, sigmas, extra_args, callback, max_order: int, variable_steps: bool):
+    """iPNDM (diff-solvers): order min(i + 1, max_order) Adams-Bashforth on the slopes; the step to
+    sigma 0 returns the prediction."""
+    run = SamplerRun(model, x, extra_args, callback)
+    sampler_input = x  # ComfyUI reports the sampler's input as "x" on every step of these samplers
+    slopes: History[torch.Tensor] = History(max_order - 1)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, sampler_input, sigma, denoised)
+        direction = (x - denoised) / sigma
+        order = min(max_order, i + 1)
+        recent = [direction] + slopes.newest_first()
+        if sigma_next == 0:
+            x = denoised
+        elif variable_steps:
+            earlier_steps = [sigmas[i - k] - sigmas[i - k - 1] for k in range(order - 1)]
+            weights = _variable_step_weights([sigma_next - sigma, *earlier_steps], order)
+            x = x + (sigma_next - sigma) * _weighted_sum(weights, recent[:order])
+        else:
+            weights, denominator = _EQUAL_STEP_WEIGHTS[order]
+            x = x + (sigma_next - sigma) * _weighted_sum(weights, recent[:order]) / denominator
+        slopes.push(direction)
+    return x
 
 
 @torch.no_grad()
 def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4):
-    """Improved PNDM: Adams-Bashforth with the fixed (equal-step) coefficients of orders 1-4."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    x_next = x
-    buffer: list[torch.Tensor] = []
-    for i in range(len(sigmas) - 1):
-        t_cur, t_next = sigmas[i], sigmas[i + 1]
-        x_cur = x_next
-        denoised = model(x_cur, t_cur * s_in, **extra_args)
-        if callback is not None:
-            # ComfyUI reports the sampler's input here, not the current state.
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        d_cur = (x_cur - denoised) / t_cur
-        order = min(max_order, i + 1)
-        if t_next == 0:
-            x_next = denoised
-        elif order == 1:
-            x_next = x_cur + (t_next - t_cur) * d_cur
-        elif order == 2:
-            x_next = x_cur + (t_next - t_cur) * (3 * d_cur - buffer[-1]) / 2
-        elif order == 3:
-            x_next = x_cur + (t_next - t_cur) * (23 * d_cur - 16 * buffer[-1] + 5 * buffer[-2]) / 12
-        else:
-            x_next = x_cur + (t_next - t_cur) * (55 * d_cur - 59 * buffer[-1] + 37 * buffer[-2] - 9 * buffer[-3]) / 24
-        _shift_in(buffer, d_cur, max_order)
-    return x_next
+    """Improved PNDM with the equal-step Adams-Bashforth weights of orders 1-4."""
+    return _ipndm(model, x, sigmas, extra_args, callback, max_order, variable_steps=False)
 
 
 @torch.no_grad()
 def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4):
-    """Improved PNDM with variable-step Adams-Bashforth coefficients."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    x_next = x
-    ts = sigmas
-    buffer: list[torch.Tensor] = []
-    for i in range(len(sigmas) - 1):
-        t_cur, t_next = sigmas[i], sigmas[i + 1]
-        x_cur = x_next
-        denoised = model(x_cur, t_cur * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        d_cur = (x_cur - denoised) / t_cur
-        order = min(max_order, i + 1)
-        if t_next == 0:
-            x_next = denoised
-        elif order == 1:
-            x_next = x_cur + (t_next - t_cur) * d_cur
-        elif order == 2:
-            h_n = t_next - t_cur
-            h_n_1 = t_cur - ts[i - 1]
-            coeff1 = (2 + (h_n / h_n_1)) / 2
-            coeff2 = -(h_n / h_n_1) / 2
-            x_next = x_cur + (t_next - t_cur) * (coeff1 * d_cur + coeff2 * buffer[-1])
-        elif order == 3:
-            h_n = t_next - t_cur
-            h_n_1 = t_cur - ts[i - 1]
-            h_n_2 = ts[i - 1] - ts[i - 2]
-            temp = (1 - h_n / (3 * (h_n + h_n_1)) * (h_n * (h_n + h_n_1)) / (h_n_1 * (h_n_1 + h_n_2))) / 2
-            coeff1 = (2 + (h_n / h_n_1)) / 2 + temp
-            coeff2 = -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp
-            coeff3 = temp * h_n_1 / h_n_2
-            x_next = x_cur + (t_next - t_cur) * (coeff1 * d_cur + coeff2 * buffer[-1] + coeff3 * buffer[-2])
-        else:
-            h_n = t_next - t_cur
-            h_n_1 = t_cur - ts[i - 1]
-            h_n_2 = ts[i - 1] - ts[i - 2]
-            h_n_3 = ts[i - 2] - ts[i - 3]
-            temp1 = (1 - h_n / (3 * (h_n + h_n_1)) * (h_n * (h_n + h_n_1)) / (h_n_1 * (h_n_1 + h_n_2))) / 2
-            temp2 = ((1 - h_n / (3 * (h_n + h_n_1))) / 2 + (1 - h_n / (2 * (h_n + h_n_1))) * h_n / (6 * (h_n + h_n_1 + h_n_2))) * (
-                h_n * (h_n + h_n_1) * (h_n + h_n_1 + h_n_2)
-            ) / (h_n_1 * (h_n_1 + h_n_2) * (h_n_1 + h_n_2 + h_n_3))
-            ratio = h_n_1 * (h_n_1 + h_n_2) / (h_n_2 * (h_n_2 + h_n_3))
-            coeff1 = (2 + (h_n / h_n_1)) / 2 + temp1 + temp2
-            coeff2 = -(h_n / h_n_1) / 2 - (1 + h_n_1 / h_n_2) * temp1 - (1 + (h_n_1 / h_n_2) + ratio) * temp2
-            coeff3 = temp1 * h_n_1 / h_n_2 + ((h_n_1 / h_n_2) + ratio * (1 + h_n_2 / h_n_3)) * temp2
-            coeff4 = -temp2 * ratio * h_n_1 / h_n_2
-            x_next = x_cur + (t_next - t_cur) * (coeff1 * d_cur + coeff2 * buffer[-1] + coeff3 * buffer[-2] + coeff4 * buffer[-3])
-        _shift_in(buffer, d_cur.detach(), max_order)
-    return x_next
+    """Improved PNDM with Adams-Bashforth weights for the schedule's actual (unequal) steps."""
+    return _ipndm(model, x, sigmas, extra_args, callback, max_order, variable_steps=True)
 
 
 # -- DEIS -----------------------------------------------------------------------------------------
 
 
-def _edm_to_vp_time(sigmas: torch.Tensor, epsilon_s: float = 1e-3, sigma_min: float = 0.002, sigma_max: float = 80.0):
-    """Map EDM sigmas to the time of a VP SDE fitted to [sigma_min, sigma_max] = [0.002, 80]
-    (DEIS's fixed reference schedule, not the model's).  Returns (t, beta_0, beta_1), float32."""
-    log_min = torch.log(torch.tensor(sigma_min) ** 2 + 1)
-    log_max = torch.log(torch.tensor(sigma_max) ** 2 + 1)
-    beta_d = 2 * (log_min / epsilon_s - log_max) / (epsilon_s - 1)
-    beta_min = log_max - 0.5 * beta_d
+def _vp_time(sigmas: torch.Tensor, epsilon_s: float = 1e-3, sigma_min: float = 0.002, sigma_max: float = 80.0):
+    """The sigmas as times of the VP SDE whose noise runs from sigma_min = 0.002 at t = epsilon_s to
+    sigma_max = 80 at t = 1 (DEIS's fixed reference, not the model's schedule).
+    Returns (t, beta_0, beta_1) in float32 on the CPU."""
+    log_var_min = torch.log(torch.tensor(sigma_min) ** 2 + 1)
+    log_var_max = torch.log(torch.tensor(sigma_max) ** 2 + 1)
+    beta_slope = 2 * (log_var_min / epsilon_s - log_var_max) / (epsilon_s - 1)
+    beta_0 = log_var_max - 0.5 * beta_slope
     s = sigmas.detach().cpu()
-    t = ((beta_min**2 + 2 * beta_d * (s**2 + 1).log()).sqrt() - beta_min) / beta_d
-    return t, beta_min, beta_d + beta_min
+    t = ((beta_0**2 + 2 * beta_slope * (s**2 + 1).log()).sqrt() - beta_0) / beta_slope
+    return t, beta_0, beta_slope + beta_0
 
 
-def _lagrange_basis(prev_t: torch.Tensor, j: int, taus: torch.Tensor) -> torch.Tensor:
-    poly = 1
-    for k in range(prev_t.shape[0]):
-        if k == j:
-            continue
-        poly = poly * (taus - prev_t[k]) / (prev_t[j] - prev_t[k])
-    return poly
+def _deis_integrand(taus: torch.Tensor, beta_0, beta_1) -> torch.Tensor:
+    """The exponential-integrator weight of the noise prediction at VP times `taus`:
+    -(d log alpha / dtau) / (2 sqrt(alpha (1 - alpha))), alpha(tau) = exp(-tau^2 (beta_1 - beta_0) / 2 - tau beta_0)."""
+    alpha = torch.exp(-0.5 * taus**2 * (beta_1 - beta_0) - taus * beta_0)
+    d_log_alpha = -taus * (beta_1 - beta_0) - beta_0
+    return -0.5 * d_log_alpha / torch.sqrt(alpha * (1 - alpha))
+
+
+def _lagrange_basis(nodes: torch.Tensor, j: int, taus: torch.Tensor):
+    """The Lagrange polynomial that is 1 at nodes[j] and 0 at the other nodes, evaluated at `taus`."""
+    value = 1
+    for k in range(nodes.shape[0]):
+        if k != j:
+            value = value * (taus - nodes[k]) / (nodes[j] - nodes[k])
+    return value
 
 
 def deis_coefficients(sigmas: torch.Tensor, max_order: int, n_points: int = 10000) -> list[list[torch.Tensor]]:
-    """DEIS tAB coefficients: for each step, the integrals over the step (Riemann sum with
-    n_points) of the exponential-integrator weight times the Lagrange basis of the past times."""
-    t_steps, beta_0, beta_1 = _edm_to_vp_time(sigmas)
-    coeffs: list[list[torch.Tensor]] = []
-    for i in range(len(t_steps) - 1):
-        t_cur, t_next = t_steps[i], t_steps[i + 1]
+    """DEIS tAB weights per step (empty for first-order steps): the integrals over the step, as a
+    Riemann sum with n_points, of the integrand times each past time's Lagrange polynomial, newest first."""
+    times, beta_0, beta_1 = _vp_time(sigmas)
+    weights: list[list[torch.Tensor]] = []
+    for i in range(len(times) - 1):
         order = min(i + 1, max_order)
         if order == 1:
-            coeffs.append([])
+            weights.append([])
             continue
-        taus = torch.linspace(t_cur, t_next, n_points)
-        dtau = (t_next - t_cur) / n_points
-        prev_t = t_steps[[i - k for k in range(order)]]
-        # alpha(tau) = exp(-tau^2 (beta_1 - beta_0) / 2 - tau beta_0); weight = -(d log alpha / dtau) / (2 sqrt(alpha (1 - alpha)))
-        alpha = torch.exp(-0.5 * taus**2 * (beta_1 - beta_0) - taus * beta_0)
-        d_log_alpha = -taus * (beta_1 - beta_0) - beta_0
-        weight = -0.5 * d_log_alpha / torch.sqrt(alpha * (1 - alpha))
-        coeffs.append([torch.sum(weight * _lagrange_basis(prev_t, j, taus)) * dtau for j in range(order)])
-    return coeffs
+        start, end = times[i], times[i + 1]
+        taus = torch.linspace(start, end, n_points)
+        dtau = (end - start) / n_points
+        nodes = times[[i - k for k in range(order)]]
+        integrand = _deis_integrand(taus, beta_0, beta_1)
+        weights.append([torch.sum(integrand * _lagrange_basis(nodes, j, taus)) * dtau for j in range(order)])
+    return weights
 
 
 @torch.no_grad()
 def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=3):
-    """DEIS (tAB, order up to 3); the step to sigma 0 is an Euler step."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    x_next = x
-    coeff_list = deis_coefficients(sigmas, max_order)
-    buffer: list[torch.Tensor] = []
-    for i in range(len(sigmas) - 1):
-        t_cur, t_next = sigmas[i], sigmas[i + 1]
-        x_cur = x_next
-        denoised = model(x_cur, t_cur * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        d_cur = (x_cur - denoised) / t_cur
-        order = min(max_order, i + 1)
-        if t_next <= 0:
-            order = 1
-        if order == 1:
-            x_next = x_cur + (t_next - t_cur) * d_cur
+    """DEIS (tAB) with up to `max_order` slopes; first-order steps (the first one and the step to
+    sigma 0) are Euler steps."""
+    run = SamplerRun(model, x, extra_args, callback)
+    sampler_input = x
+    step_weights = deis_coefficients(sigmas, max_order)
+    slopes: History[torch.Tensor] = History(max_order - 1)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, sampler_input, sigma, denoised)
+        direction = (x - denoised) / sigma
+        if sigma_next <= 0 or i == 0 or max_order < 2:
+            x = euler_move(x, direction, sigma, sigma_next)
         else:
-            c = [v.to(x.device) for v in coeff_list[i]]
-            x_next = x_cur + c[0] * d_cur
-            for k in range(1, order):
-                x_next = x_next + c[k] * buffer[-k]
-        _shift_in(buffer, d_cur.detach(), max_order)
-    return x_next
+            weights = [w.to(x.device) for w in step_weights[i]]
+            x = x + weights[0] * direction
+            for k, w in enumerate(weights[1:], start=1):
+                x = x + w * slopes.back(k)
+        slopes.push(direction)
+    return x
 
 
 # -- RES multistep --------------------------------------------------------------------------------
 
 
+def _phi_1(z):
+    """phi_1(z) = (e^z - 1) / z."""
+    return h_phi_1(z) / z
+
+
+def _phi_2(z):
+    """phi_2(z) = (phi_1(z) - 1) / z."""
+    return (_phi_1(z) - 1.0) / z
+
+
+def _res_step(x, h, c2, current, previous):
+    """The second-order exponential multistep update over half-log-SNR step h with the previous
+    prediction at relative position c2: e^-h x + h (b1 current + b2 previous), b2 = phi_2 / c2."""
+    phi_1, phi_2 = _phi_1(-h), _phi_2(-h)
+    b1 = torch.nan_to_num(phi_1 - phi_2 / c2, nan=0.0)
+    b2 = torch.nan_to_num(phi_2 / c2, nan=0.0)
+    return (-h).exp() * x + h * (b1 * current + b2 * previous)
+
+
 @torch.no_grad()
 def res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None, eta=1.0, cfg_pp=False):
-    """Second-order exponential multistep (RES); `eta` > 0 makes it ancestral, `cfg_pp` steps with
-    the unconditional prediction."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
+    """RES multistep towards the ancestral sigma_down (eta > 0 adds the noise, eta = 0 is the ODE
+    form); the first step and a step down to sigma 0 are Euler.  `cfg_pp` steps along the
+    unconditional prediction and shifts x by (guided - unconditional)."""
+    uncond = UncondCapture() if cfg_pp else None
+    noise_sampler = step_noise_sampler(x, extra_args or {}, noise_sampler)
     s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    s_in = x.new_ones([x.shape[0]])
-
-    def phi1(t):
-        return torch.expm1(t) / t
-
-    def phi2(t):
-        return (phi1(t) - 1.0) / t
-
-    uncond = None
-    if cfg_pp:
-        uncond = UncondCapture()
-        extra_args = uncond.install(extra_args)
-    old_sigma_down = None
-    old_denoised = None
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        uncond_denoised = uncond.get() if uncond is not None else None
-        sigma_down, sigma_up = get_ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigma_down == 0 or old_denoised is None:
+    run = SamplerRun(model, x, uncond.install(extra_args) if cfg_pp else extra_args, callback)
+    previous = None  # (prediction, sigma_down) of the previous step
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        stepped = uncond.get() if cfg_pp else denoised
+        split = ancestral_split(sigma, sigma_next, eta)
+        run.report(i, x, sigma, denoised)
+        if split.sigma_down == 0 or previous is None:
             if cfg_pp:
-                d = to_d(x, sigmas[i], uncond_denoised)
-                x = denoised + d * sigma_down
+                x = denoised + slope(x, sigma, stepped) * split.sigma_down
             else:
-                d = to_d(x, sigmas[i], denoised)
-                x = x + d * (sigma_down - sigmas[i])
+                x = euler_move(x, slope(x, sigma, denoised), sigma, split.sigma_down)
         else:
-            t, t_old = sigmas[i].log().neg(), old_sigma_down.log().neg()
-            t_next, t_prev = sigma_down.log().neg(), sigmas[i - 1].log().neg()
-            h = t_next - t
-            c2 = (t_prev - t_old) / h
-            phi1_val, phi2_val = phi1(-h), phi2(-h)
-            b1 = torch.nan_to_num(phi1_val - phi2_val / c2, nan=0.0)
-            b2 = torch.nan_to_num(phi2_val / c2, nan=0.0)
+            previous_prediction, previous_sigma_down = previous
+            lam = half_log_snr(sigma)
+            h = half_log_snr(split.sigma_down) - lam
+            c2 = (half_log_snr(sigmas[i - 1]) - half_log_snr(previous_sigma_down)) / h
             if cfg_pp:
-                x = x + (denoised - uncond_denoised)
-                x = h.neg().exp() * x + h * (b1 * uncond_denoised + b2 * old_denoised)
-            else:
-                x = h.neg().exp() * x + h * (b1 * denoised + b2 * old_denoised)
-        if sigmas[i + 1] > 0:
-            x = x + noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-        old_denoised = uncond_denoised if cfg_pp else denoised
-        old_sigma_down = sigma_down
+                x = x + (denoised - stepped)
+            x = _res_step(x, h, c2, stepped, previous_prediction)
+        if sigma_next > 0:
+            x = add_noise(x, noise_sampler(sigma, sigma_next), s_noise, split.sigma_up)
+        previous = (stepped, split.sigma_down)
     return x
 
 
@@ -268,27 +250,22 @@ def sample_res_multistep_ancestral_cfg_pp(model, x, sigmas, extra_args=None, cal
 
 @torch.no_grad()
 def sample_gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disable=None, ge_gamma=2.0, cfg_pp=False):
-    """Euler plus (ge_gamma - 1) times the change of the derivative since the previous step."""
-    extra_args = {} if extra_args is None else extra_args
-    s_in = x.new_ones([x.shape[0]])
-    old_d = None
-    uncond = None
-    if cfg_pp:
-        uncond = UncondCapture()
-        extra_args = uncond.install(extra_args)
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        d = to_d(x, sigmas[i], uncond.get() if cfg_pp else denoised)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        dt = sigmas[i + 1] - sigmas[i]
-        if sigmas[i + 1] == 0:
+    """Euler with the slope extrapolated by (ge_gamma - 1) times its change since the previous step;
+    `cfg_pp` takes the slope from the unconditional prediction and lands on the guided one."""
+    uncond = UncondCapture() if cfg_pp else None
+    run = SamplerRun(model, x, uncond.install(extra_args) if cfg_pp else extra_args, callback)
+    previous_slope = None
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        direction = slope(x, sigma, uncond.get() if cfg_pp else denoised)
+        run.report(i, x, sigma, denoised)
+        if sigma_next == 0:
             x = denoised
         else:
-            x = denoised + d * sigmas[i + 1] if cfg_pp else x + d * dt
-            if i >= 1:
-                x = x + (ge_gamma - 1) * (d - old_d) * dt
-        old_d = d
+            x = denoised + direction * sigma_next if cfg_pp else euler_move(x, direction, sigma, sigma_next)
+            if previous_slope is not None:
+                x = euler_move(x, (ge_gamma - 1) * (direction - previous_slope), sigma, sigma_next)
+        previous_slope = direction
     return x
 
 
