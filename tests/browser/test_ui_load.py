@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.frontends import INSTALLED, OLD, VERSIONS
+from tests.browser.frontends import OLD, VERSIONS
 from tests.browser.proxy import SubPathProxy
 from tests.serverproc import REPO
 
@@ -70,23 +70,23 @@ def test_first_start_has_no_failed_request_and_no_console_error(start_server, op
             assert answered[route] < 400 or answered[route] in entry["status"], (route, answered[route])
 
 
-def test_node_library_lists_our_nodes_with_categories_and_tooltips(start_server, open_ui):
-    server = start_server(INSTALLED)
+@pytest.mark.parametrize("frontend", VERSIONS)
+def test_node_library_lists_our_nodes_with_categories_and_tooltips(start_server, open_ui, frontend):
+    server = start_server(frontend)
     info = get_json(server.url + "/api/object_info")
     ui = open_ui(server.url).open()
 
-    ui.page.click('[data-testid="node-library-tab-button"]')
-    tree = ui.page.locator("[role=treeitem]")
-    tree.first.wait_for()
-    top = set(ui.js("() => [...document.querySelectorAll('[role=treeitem][aria-level=\"1\"]')]"
-                    ".map(e => e.textContent.trim())"))
+    library = ui.markup.sidebar_tab("node-library")
+    library.click()
+    ui.page.locator("[role=treeitem]").first.wait_for()
+    top = set(ui.markup.library_labels(1))
     ours = {n["category"].split("/")[0] for n in info.values() if not n["category"].startswith("api node")}
     assert ours <= top, f"categories missing from the node library: {sorted(ours - top)}"
 
-    tree.filter(has_text="image").first.click()
-    ui.page.wait_for_timeout(300)
-    shown = set(ui.js("() => [...document.querySelectorAll('[role=treeitem][aria-level=\"2\"]')]"
-                      ".map(e => e.textContent.trim())"))
+    ui.markup.library_entry("image", 1).click()
+    save_image = ui.markup.library_entry(info["SaveImage"]["display_name"], 2)
+    save_image.wait_for()
+    shown = set(ui.markup.library_labels(2))
     # (The UI hides deprecated nodes, and shows V3 nodes without a display name, as in ComfyUI,
     # under a name it makes up.)
     in_image = {n["display_name"] for n in info.values()
@@ -94,11 +94,11 @@ def test_node_library_lists_our_nodes_with_categories_and_tooltips(start_server,
     assert in_image and in_image <= shown, sorted(in_image - shown)
 
     # Hovering a node shows its preview with our description.
-    ui.page.locator("[role=treeitem]", has_text=info["SaveImage"]["display_name"]).first.hover()
+    save_image.hover()
     ui.page.get_by_text(info["SaveImage"]["description"]).first.wait_for(timeout=10_000)
 
     # On the canvas, hovering an input shows its tooltip from /object_info.
-    ui.page.click('[data-testid="node-library-tab-button"]')  # close the sidebar
+    library.click()  # close the sidebar
     ui.load_graph(ui.build_graph([{"id": 1, "type": "SaveImage", "pos": [400, 200]}]))
     x, y = ui.input_slot_point(1, 0)
     ui.page.mouse.move(x + 40, y + 5)
@@ -108,8 +108,9 @@ def test_node_library_lists_our_nodes_with_categories_and_tooltips(start_server,
     assert ui.recorder.server_problems() == []
 
 
-def test_ui_under_a_sub_path_behind_a_reverse_proxy(start_server, open_ui):
-    server = start_server(INSTALLED)
+@pytest.mark.parametrize("frontend", VERSIONS)
+def test_ui_under_a_sub_path_behind_a_reverse_proxy(start_server, open_ui, frontend):
+    server = start_server(frontend)
     proxy = SubPathProxy(server.url).start()
     try:
         ui = open_ui(proxy.url).open()
@@ -123,11 +124,9 @@ def test_ui_under_a_sub_path_behind_a_reverse_proxy(start_server, open_ui):
         assert any(p.startswith("/comfy/api/object_info") for p in asked)
         assert any(p.startswith("/comfy/assets/") for p in asked)
         assert [str(p) for p in ui.recorder.server_problems()] == []
-        # What the UI asks for without its base path (a bug of the UI, which no server can fix):
-        # its favicon and the frames of its "running" favicon, once a job runs.
+        # What the UI asks for without its base path (a bug of the UI, which no server can fix).
         outside = {urlsplit(u).path for u in ui.recorder.outside}
-        assert all(p == "/assets/favicon.ico" or p.startswith("/assets/images/favicon_progress_")
-                   for p in outside), outside
+        assert all(ui.markup.outside_base_ok(p) for p in outside), outside
         ui.close()
     finally:
         proxy.stop()

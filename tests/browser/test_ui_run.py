@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import nodes
-from tests.browser.frontends import INSTALLED, OLD, VERSIONS
+from tests.browser.frontends import OLD, VERSIONS
 
 SD_NODES = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode"}
 SD_MISSING = sorted(SD_NODES - set(nodes.NODE_CLASS_MAPPINGS))
@@ -142,10 +142,11 @@ def test_drop_a_png_comfyserve_saved_and_get_its_workflow_back(start_server, ope
 
 
 @pytest.mark.xfail(bool(SD_MISSING), strict=True, reason=f"model nodes (issue 4) not landed: {SD_MISSING}")
-def test_stable_diffusion_text_to_image_from_the_ui(request, start_server, open_ui):
+@pytest.mark.parametrize("frontend", VERSIONS)
+def test_stable_diffusion_text_to_image_from_the_ui(request, start_server, open_ui, frontend):
     assert not SD_MISSING, f"no {SD_MISSING} in nodes.NODE_CLASS_MAPPINGS"
     checkpoint = request.getfixturevalue("sd15_mini_checkpoint")
-    server = start_server(INSTALLED)
+    server = start_server(frontend)
     (server.base / "models" / "checkpoints").mkdir(parents=True, exist_ok=True)
     os.symlink(checkpoint, server.base / "models" / "checkpoints" / checkpoint.name)
     ui = open_ui(server.url).open()

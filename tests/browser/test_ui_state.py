@@ -7,7 +7,9 @@ import json
 import time
 import urllib.request
 
-from tests.browser.frontends import INSTALLED
+import pytest
+
+from tests.browser.frontends import VERSIONS
 
 
 def get_json(url: str):
@@ -25,8 +27,9 @@ def wait_until(check, timeout: float = 20.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_save_a_workflow_reload_and_open_it_again(start_server, open_ui):
-    server = start_server(INSTALLED)
+@pytest.mark.parametrize("frontend", VERSIONS)
+def test_save_a_workflow_reload_and_open_it_again(start_server, open_ui, frontend):
+    server = start_server(frontend)
     ui = open_ui(server.url).open()
     ui.load_graph(ui.build_graph([
         {"id": 1, "type": "EmptyImage", "widgets": {"width": 48, "height": 40, "color": 0xABCDEF}},
@@ -35,7 +38,7 @@ def test_save_a_workflow_reload_and_open_it_again(start_server, open_ui):
     ]))
     ui.page.locator("#graph-canvas").click(position={"x": 640, "y": 600})
     ui.page.keyboard.press("Control+s")  # asks for a name
-    ui.page.wait_for_timeout(300)
+    ui.page.locator("input:focus").wait_for()  # the name prompt's field
     ui.page.keyboard.press("Control+a")
     ui.page.keyboard.type("my flow")
     with ui.page.expect_response(lambda r: "/api/userdata/" in r.url and r.request.method == "POST") as saved:
@@ -45,9 +48,14 @@ def test_save_a_workflow_reload_and_open_it_again(start_server, open_ui):
     on_disk = json.loads((server.base / "user" / "default" / "workflows" / "my flow.json").read_text())
     assert sorted(n["type"] for n in on_disk["nodes"]) == ["EmptyImage", "ImageInvert", "SaveImage"]
 
-    ui.reload()
-    ui.page.click('[data-testid="workflows-tab-button"]')
-    ui.page.get_by_text("my flow").first.click()
+    # Reloaded in a fresh browser (no local storage to restore tabs from): the workflow comes
+    # from the server's list and file.
+    ui = open_ui(server.url).open()
+    assert ui.node_types() != ["EmptyImage", "ImageInvert", "SaveImage"]
+    ui.markup.sidebar_tab("workflows").click()
+    with ui.page.expect_response(lambda r: r.url.endswith("/api/userdata/workflows%2Fmy%20flow.json")) as fetched:
+        ui.markup.workflow_entry("my flow").click()
+    assert fetched.value.status == 200
     ui.page.wait_for_function("() => window.app.graph.nodes.some(n => n.type === 'EmptyImage')")
     assert ui.node_types() == ["EmptyImage", "ImageInvert", "SaveImage"]
     assert [ui.widget_value(1, w) for w in ("width", "height", "color")] == [48, 40, 0xABCDEF]
@@ -55,10 +63,11 @@ def test_save_a_workflow_reload_and_open_it_again(start_server, open_ui):
     assert [str(p) for p in ui.recorder.server_problems()] == []
 
 
-def test_settings_survive_a_reload(start_server, open_ui):
-    server = start_server(INSTALLED)
+@pytest.mark.parametrize("frontend", VERSIONS)
+def test_settings_survive_a_reload(start_server, open_ui, frontend):
+    server = start_server(frontend)
     ui = open_ui(server.url).open()
-    switch = ui.page.locator("#Comfy\\.DevMode")
+    switch = ui.page.locator('[role=switch][aria-labelledby="Comfy.DevMode-label"]')
     ui.page.keyboard.press("Control+Comma")
     ui.page.get_by_placeholder("Search Settings...").fill("dev mode")
     assert switch.get_attribute("aria-checked") == "false"
@@ -90,18 +99,20 @@ def slow_graph(steps: int) -> list[dict]:
     return spec
 
 
-def test_cancel_the_running_job_and_clear_the_queue(start_server, open_ui):
-    server = start_server(INSTALLED, "--cache-none")  # the same graph three times: no cache hits
+@pytest.mark.parametrize("frontend", VERSIONS)
+def test_cancel_the_running_job_and_clear_the_queue(start_server, open_ui, frontend):
+    server = start_server(frontend, "--cache-none")  # the same graph three times: no cache hits
     ui = open_ui(server.url).open()
     ui.load_graph(ui.build_graph(slow_graph(150)))
     for _ in range(3):
-        ui.run()
-        ui.page.wait_for_timeout(200)
+        with ui.page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as queued:
+            ui.run()
+        assert queued.value.status == 200
     queue = wait_until(lambda: (q := get_json(server.url + "/api/queue"))["queue_running"] and
                        len(q["queue_pending"]) == 2 and q, what="1 running, 2 pending")
     running_id = queue["queue_running"][0][1]
 
-    ui.page.click('[data-testid="queue-overlay-toggle"]')
+    ui.page.get_by_role("button", name="Expand job queue").click()
     with ui.page.expect_response(lambda r: r.url.endswith("/api/queue") and r.request.method == "POST") as cleared:
         ui.page.get_by_role("button", name="Clear queued").click()
     assert cleared.value.status == 200 and json.loads(cleared.value.request.post_data) == {"clear": True}
@@ -114,5 +125,6 @@ def test_cancel_the_running_job_and_clear_the_queue(start_server, open_ui):
     history = get_json(server.url + f"/api/history/{running_id}")[running_id]
     assert [m[0] for m in history["status"]["messages"]][-1] == "execution_interrupted"
     assert list((server.base / "output").glob("slow_*.png")) == []
-    ui.page.get_by_text("0 active").first.wait_for(timeout=10_000)
+    ui.markup.queue_idle().first.wait_for(timeout=10_000)
+    assert ui.page.get_by_role("button", name="Cancel current run").is_disabled()
     assert [str(p) for p in ui.recorder.server_problems()] == []

@@ -9,6 +9,7 @@ and clicks Run.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -214,6 +215,82 @@ async ([url, name, x, y]) => {
 """
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+class Markup:
+    """Where the things a person clicks are in the current UI (1.58 and newer); `LegacyMarkup`
+    has 1.35's. Only what differs between the builds lives here: what reads the same in both
+    (the settings switches, the queue's buttons) the tests find by role and name."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+
+    def sidebar_tab(self, tab: str) -> Any:
+        """The sidebar's button of `tab` ("workflows", "node-library", …)."""
+        return self.page.locator(f'[data-testid="{tab}-tab-button"]')
+
+    def workflow_entry(self, name: str) -> Any:
+        """The saved workflow `name` in the workflows sidebar (listed without ".json")."""
+        return self.page.locator(f'[role=treeitem][aria-label="{name}"]')
+
+    def library_labels(self, level: int) -> list[str]:
+        """The labels the node library shows at tree depth `level` (1 = top categories)."""
+        return self.page.evaluate(
+            "(level) => [...document.querySelectorAll(`[role=treeitem][aria-level=\"${level}\"]`)]"
+            ".map(e => e.textContent.trim())", level)
+
+    def library_entry(self, label: str, level: int) -> Any:
+        """The row of the category or node `label` at depth `level` of the node library."""
+        exact = re.compile(rf"^\s*{re.escape(label)}\s*$")
+        # `first`: the "Comfy nodes" section, above "Partner nodes" (API nodes) which may have
+        # the same categories.
+        return self.page.locator(f'[role=treeitem][aria-level="{level}"]').filter(has_text=exact).first
+
+    def queue_idle(self) -> Any:
+        """What the queue overlay's toggle says once no job is running or waiting."""
+        return self.page.locator('[data-testid="queue-overlay-toggle"]', has_text="0 active")
+
+    def outside_base_ok(self, path: str) -> bool:
+        """Own-origin paths this build asks for without its base path (a UI bug no server can
+        fix): its favicon and the frames of its "running" favicon."""
+        return path == "/assets/favicon.ico" or path.startswith("/assets/images/favicon_progress_")
+
+
+class LegacyMarkup(Markup):
+    """1.35.x, ComfyUI 0.8's pin: sidebar buttons marked by class, PrimeVue trees whose rows
+    carry their label in `aria-label` and nest their children (so a row is its content div)."""
+
+    def sidebar_tab(self, tab: str) -> Any:
+        return self.page.locator(f"button.{tab}-tab-button")
+
+    def workflow_entry(self, name: str) -> Any:
+        return self.page.locator(f'[role=treeitem][aria-label="{name}.json"] > [data-pc-section=nodecontent]')
+
+    def library_labels(self, level: int) -> list[str]:
+        return self.page.evaluate(
+            "(level) => [...document.querySelectorAll(`[role=treeitem][aria-level=\"${level}\"]`)]"
+            ".map(e => e.getAttribute('aria-label'))", level)
+
+    def library_entry(self, label: str, level: int) -> Any:
+        return self.page.locator(
+            f'[role=treeitem][aria-level="{level}"][aria-label="{label}"] > [data-pc-section=nodecontent]')
+
+    def queue_idle(self) -> Any:
+        # The expanded queue's title: "N active jobs" while any runs or waits.
+        return self.page.get_by_text("Job Queue", exact=True)
+
+    def outside_base_ok(self, path: str) -> bool:
+        # No <link rel=icon> until a job runs: the browser asks for the origin's /favicon.ico.
+        return path == "/favicon.ico" or super().outside_base_ok(path)
+
+
+def markup_for(version: str, page: Any) -> Markup:
+    """1.35's markup for 1.35.x, the current one for anything newer."""
+    return LegacyMarkup(page) if version_tuple(version) < (1, 36) else Markup(page)
+
+
 class UiPage:
     """One browser tab on a comfyserve server."""
 
@@ -223,6 +300,7 @@ class UiPage:
         self.page = context.new_page()
         self.recorder = Recorder(self.url)
         self.recorder.attach(self.page)
+        self.markup = Markup(self.page)  # the build's own, once it has loaded
 
     # -- opening -------------------------------------------------------------------------
 
@@ -241,6 +319,7 @@ class UiPage:
     def wait_ready(self, first_start: bool = False, timeout: float = 60_000) -> None:
         self.page.wait_for_function(APP_READY, timeout=timeout)
         self.page.wait_for_selector('[data-testid="queue-button"]', timeout=timeout)
+        self.markup = markup_for(self.version(), self.page)
         if first_start:
             self.page.wait_for_selector(DIALOG, state="visible", timeout=timeout)
         self.dismiss_dialogs()
