@@ -3,6 +3,12 @@
 One file in the user directory, WAL mode. Pending and running prompts live in `prompts`;
 finished ones move to `history` (completion order = row order). A prompt found `running`
 at start-up was cut off by a crash: it is re-queued once, and marked failed the second time.
+
+Every prompt costs three small transactions (queued, running, finished), so the tables are laid
+out to touch few pages: `prompts` and `meta` are clustered on their key (WITHOUT ROWID: no
+second index to update), and `history` numbers its rows without AUTOINCREMENT's extra table
+(a new row still gets one past the highest, so row order stays completion order). Files made
+by earlier versions keep their layout and work the same.
 """
 
 from __future__ import annotations
@@ -22,13 +28,13 @@ CREATE TABLE IF NOT EXISTS prompts (
     state       TEXT NOT NULL,      -- 'pending' | 'running'
     attempts    INTEGER NOT NULL DEFAULT 0,
     started_at  INTEGER
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key         TEXT PRIMARY KEY,
     value       INTEGER NOT NULL    -- 'counter': the next ComfyUI `number`
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq         INTEGER PRIMARY KEY,
     prompt_id   TEXT UNIQUE NOT NULL,
     entry       TEXT NOT NULL,      -- JSON history entry, as GET /history/{id} shows it
     timing      TEXT NOT NULL       -- JSON {create_time, execution_start_time, execution_end_time}
@@ -132,14 +138,14 @@ class Store:
             db.execute("BEGIN")
             try:
                 db.execute("DELETE FROM prompts WHERE prompt_id=?", (prompt_id,))
-                db.execute("DELETE FROM history WHERE prompt_id=?", (prompt_id,))
                 if drop_oldest > 0:
                     db.execute(
                         "DELETE FROM history WHERE seq IN (SELECT seq FROM history ORDER BY seq LIMIT ?)",
                         (drop_oldest,),
                     )
+                # A prompt id run again replaces its old entry, and moves to the end.
                 db.execute(
-                    "INSERT INTO history (prompt_id, entry, timing) VALUES (?, ?, ?)",
+                    "INSERT OR REPLACE INTO history (prompt_id, entry, timing) VALUES (?, ?, ?)",
                     (prompt_id, json.dumps(entry), json.dumps(timing)),
                 )
                 db.execute("COMMIT")

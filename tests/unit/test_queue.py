@@ -117,3 +117,45 @@ def test_a_second_server_on_the_same_file_is_refused(tmp_path):
         assert "q.sqlite3" in str(busy) and "another" in str(busy)
     else:
         raise AssertionError("a second Store opened a file another one holds")
+
+
+def _run(queue: PromptQueue, prompt_id: str) -> None:
+    queue.put(item(queue, prompt_id))
+    taken = queue.take(timeout=0)
+    queue.finish(taken, {"prompt": taken.as_list(), "outputs": {}, "status": {}, "meta": {}})
+
+
+def test_a_prompt_id_run_again_replaces_its_entry_and_moves_to_the_end(tmp_path):
+    queue = make_queue(tmp_path)
+    for prompt_id in ("a", "b", "a"):
+        _run(queue, prompt_id)
+    assert list(queue.history) == ["b", "a"]
+    assert [pid for pid, _, _ in restart(queue).store.history()] == ["b", "a"]
+
+
+OLD_LAYOUT = """
+CREATE TABLE prompts (prompt_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, item TEXT NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started_at INTEGER);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE history (seq INTEGER PRIMARY KEY AUTOINCREMENT, prompt_id TEXT UNIQUE NOT NULL,
+    entry TEXT NOT NULL, timing TEXT NOT NULL);
+INSERT INTO prompts VALUES ('waiting', 7, '[3, "waiting", {}, {"create_time": 1}, ["1"]]', 'pending', 0, NULL);
+INSERT INTO meta VALUES ('counter', 4);
+INSERT INTO history (prompt_id, entry, timing) VALUES ('old', '{"outputs": {}}', '{}');
+"""
+
+
+def test_a_file_in_the_earlier_table_layout_still_works(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "q.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_LAYOUT)
+    queue = PromptQueue(Store(path), RecordingHub())
+    assert list(queue.history) == ["old"]
+    assert queue.next_number() == 4
+    waiting = queue.take(timeout=0)
+    assert waiting.prompt_id == "waiting"
+    queue.finish(waiting, {"prompt": waiting.as_list(), "outputs": {}, "status": {}, "meta": {}})
+    _run(queue, "new")
+    assert [pid for pid, _, _ in restart(queue).store.history()] == ["old", "waiting", "new"]
