@@ -86,9 +86,14 @@ def save_png(
     if not atomic:
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG", pnginfo=metadata, compress_level=compress_level)
+        data = buffer.getbuffer()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as file:
-            file.write(buffer.getbuffer())
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        finally:
+            os.close(fd)
         return
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

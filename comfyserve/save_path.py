@@ -97,11 +97,16 @@ class CounterIndex:
         self._lock = threading.Lock()
 
     def next_counter(self, folder: Path, stem: str) -> int:
-        key = str(folder)
+        """One past the highest number `stem` uses in `folder` (1 when the folder is missing)."""
         try:
-            mtime_ns = os.stat(key).st_mtime_ns
+            return self.next_counter_in_existing(folder, stem)
         except FileNotFoundError:
             return 1
+
+    def next_counter_in_existing(self, folder: Path, stem: str) -> int:
+        """Like `next_counter`, but FileNotFoundError when `folder` does not exist."""
+        key = str(folder)
+        mtime_ns = os.stat(key).st_mtime_ns
         with self._lock:
             index = self._folders.get(key)
             if index is None or index.mtime_ns != mtime_ns:
@@ -155,12 +160,22 @@ def get_save_image_path(
     try:
         if stem == "..":
             raise PathEscape("the prefix names the parent folder")
-        folder = safe_join(output_dir, subfolder) if subfolder else Path(output_dir).resolve()
+        folder = safe_join(output_dir, subfolder) if subfolder else _resolved_folder(str(output_dir))
     except PathEscape as exc:
         # ComfyUI raises a plain Exception here; clients see exception_type "Exception" either way.
         raise Exception(f"{OUTSIDE_OUTPUT} The filename prefix {filename_prefix!r} leads outside it.") from exc
-    folder.mkdir(parents=True, exist_ok=True)
-    return SavePath(str(folder), stem, next_counter(folder, stem), subfolder, expanded)
+    try:  # the folder usually exists: one stat instead of a mkdir that fails
+        counter = COUNTERS.next_counter_in_existing(folder, stem)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        counter = COUNTERS.next_counter(folder, stem)
+    return SavePath(str(folder), stem, counter, subfolder, expanded)
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved_folder(output_dir: str) -> Path:
+    """A save node's own folder with symlinks resolved, once per folder (it is fixed at start-up)."""
+    return Path(output_dir).resolve()
 
 
 def numbered_filename(stem: str, batch_number: int, counter: int, extension: str = "png") -> str:
