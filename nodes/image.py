@@ -290,7 +290,8 @@ class EmptyImage:
 
     def generate(self, width: int, height: int, batch_size: int = 1, color: int = 0) -> tuple[torch.Tensor]:
         rgb = [((color >> shift) & 0xFF) / 0xFF for shift in (16, 8, 0)]
-        return (torch.tensor(rgb, dtype=torch.float32).repeat(batch_size, height, width, 1),)
+        pixel = torch.tensor(rgb, dtype=torch.float32)
+        return (pixel.expand(batch_size, height, width, 3).clone(memory_format=torch.contiguous_format),)
 
 
 NODE_CLASS_MAPPINGS = {

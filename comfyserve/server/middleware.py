@@ -7,6 +7,7 @@ reach a server bound to loopback (Host check).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ def _host_name(host_header: str) -> str:
     return host
 
 
+@functools.lru_cache(maxsize=256)
 def _is_loopback_name(name: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True
