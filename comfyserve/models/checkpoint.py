@@ -9,9 +9,10 @@
 * `load_vae_file(path)`: a VAE file (VAELoader); "pixel_space" is handled by the node.
 * `load_text_encoders(paths, family)`: text encoder files (CLIPLoader, DualCLIPLoader).
 
-Devices and dtypes follow ComfyUI's defaults: everything on the CPU in fp32 with `--cpu` (or
-without an accelerator); on a GPU the UNet runs in fp16 (`--fp32-unet`/`--force-fp32` keep fp32,
-`--bf16-unet` bf16), the VAE in fp32 (`--bf16-vae`, `--fp16-vae` change it).
+Devices and dtypes come from the server's `DevicePolicy` (comfyserve/models/devices.py,
+ComfyUI's rules): fp32 on the CPU; on a GPU the UNet in fp16 where fp16 is sound (bf16 or fp32
+otherwise, or as `--*-unet`/`--force-fp*` say), the VAE in bf16 where bf16 is native, else fp32.
+Weights load onto the offload device; comfyserve/models/memory.py moves them when they run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from comfyserve.models import detect
+from comfyserve.models import detect, devices
 from comfyserve.models.cache import MODELS
 from comfyserve.models.detect import CheckpointInfo, ModelDetectionError
 from comfyserve.models.diffusion import DiffusionModel, make_diffusion_model
@@ -41,36 +42,24 @@ class CheckpointError(RuntimeError):
 
 
 # -- devices and dtypes ----------------------------------------------------------------------
-def _argv() -> list[str]:
-    from comfyserve import runtime
-
-    return list(getattr(runtime.settings(), "argv", []) or [])
-
-
+# The policy (comfyserve/models/devices.py) decides; the memory manager moves models to the
+# compute device when they run. These keep the loaders' (and diffusers_folder's) names.
 def compute_device() -> torch.device:
-    from comfyserve.compat.comfy import model_management
-
-    return model_management.get_torch_device()
-
-
-def unet_dtype(device: torch.device) -> torch.dtype:
-    argv = _argv()
-    if device.type == "cpu" or "--force-fp32" in argv or "--fp32-unet" in argv:
-        return torch.float32
-    if "--bf16-unet" in argv:
-        return torch.bfloat16
-    return torch.float16
+    """Where loaders put fresh UNet/VAE weights: the offload device (the CPU) in normal and low
+    VRAM modes, the compute device with `--highvram`/`--gpu-only` or on shared memory."""
+    return devices.policy().unet_load_device
 
 
-def vae_dtype(device: torch.device) -> torch.dtype:
-    argv = _argv()
-    if device.type == "cpu" or "--fp32-vae" in argv or "--force-fp32" in argv:
-        return torch.float32
-    if "--bf16-vae" in argv:
-        return torch.bfloat16
-    if "--fp16-vae" in argv:
-        return torch.float16
-    return torch.float32
+def vae_load_device() -> torch.device:
+    return devices.policy().vae_offload_device
+
+
+def unet_dtype(device: torch.device | None = None) -> torch.dtype:
+    return devices.policy().unet_dtype
+
+
+def vae_dtype(device: torch.device | None = None) -> torch.dtype:
+    return devices.policy().vae_dtype
 
 
 # -- CLIP seam -------------------------------------------------------------------------------
@@ -149,7 +138,7 @@ def _build_model(state_dict: dict[str, Any], info: CheckpointInfo, name: str, we
 
 
 def _build_vae(state_dict: dict[str, Any], info: CheckpointInfo | None, config: detect.VAEConfig, prefix: str, name: str) -> VAE:
-    device = compute_device()
+    device = vae_load_device()
     try:
         return load_vae(state_dict, config, name, prefix, vae_dtype(device), device)
     except (ModelLoadError, ModelDetectionError) as err:
@@ -203,7 +192,7 @@ def load_vae_file(path: Path | str) -> VAE:
         if "decoder.up_blocks.0.resnets.0.norm1.weight" in state_dict:  # diffusers layout
             from comfyserve.models.diffusers_folder import load_diffusers_vae_weights
 
-            device = compute_device()
+            device = vae_load_device()
             try:
                 return load_diffusers_vae_weights(state_dict, path.name, device, vae_dtype(device))
             except (ModelLoadError, KeyError) as err:

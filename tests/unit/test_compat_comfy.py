@@ -136,15 +136,24 @@ def test_devices_follow_the_cpu_setting(folders, monkeypatch):  # noqa: F811
     assert model_management.get_free_memory() > 0
     assert model_management.get_total_memory() >= model_management.get_free_memory()
     model_management.soft_empty_cache()
-    # Without --cpu, CUDA when torch has it.
+    # Without --cpu, CUDA when torch has it (the capability probe stands in for a GPU).
     from comfyserve import runtime
+    from comfyserve.models import devices
 
+    ampere = devices.DeviceCapability("cuda", 0, "NVIDIA A10", 8, 6, total_memory=24 << 30)
+    monkeypatch.setattr(devices, "probe_capability", lambda cpu=False: devices.DeviceCapability() if cpu else ampere)
     monkeypatch.setattr(runtime.settings(), "cpu", False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert model_management.get_torch_device() == torch.device("cuda", 0)
-    assert not model_management.cpu_mode()
+    assert not model_management.cpu_mode() and model_management.is_nvidia()
+    assert model_management.vram_state is model_management.VRAMState.NORMAL_VRAM
     assert model_management.intermediate_device() == torch.device("cpu")
+    assert model_management.unet_offload_device() == torch.device("cpu")
+    assert model_management.unet_dtype() == torch.float16 and model_management.vae_dtype() == torch.bfloat16
+    assert model_management.should_use_bf16() and not model_management.should_use_fp16(torch.device("cpu"))
+    monkeypatch.setattr(runtime.settings(), "argv", ["main.py", "--highvram", "--fp32-vae"])
+    assert model_management.vram_state is model_management.VRAMState.HIGH_VRAM
+    assert model_management.unet_offload_device() == torch.device("cuda", 0)
+    assert model_management.vae_dtype() == torch.float32
 
 
 # -- comfy_types -----------------------------------------------------------------------------
