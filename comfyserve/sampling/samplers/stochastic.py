@@ -1,5 +1,5 @@
-"""Stochastic and exponential-integrator samplers: DDPM, LCM, ER-SDE (arXiv:2309.06169),
-SEEDS-2/3 (arXiv:2305.14267) with the exponential-Heun special cases, and SA-Solver
+"""Stochastic samplers: DDPM ancestral sampling, LCM, ER-SDE (arXiv:2309.06169), SEEDS-2/3
+(arXiv:2305.14267) with its deterministic exponential-Heun special cases, and SA-Solver
 (arXiv:2309.05019)."""
 
 from __future__ import annotations
@@ -8,360 +8,347 @@ import math
 
 import torch
 
-from ._common import (
-    ei_h_phi_1,
-    ei_h_phi_2,
-    half_log_snr,
-    model_sampling_of,
-    noise_scale_of,
-    sigma_from_half_log_snr,
-    step_noise_sampler,
-)
+from ._common import model_sampling_of, noise_scale_of, step_noise_sampler
+from ._run import SamplerRun, intervals
+from ._steps import LogSNRStep, exponential_update, half_log_snr, sigma_at
 
 # -- DDPM / LCM -----------------------------------------------------------------------------------
 
 
-def ddpm_step(x, sigma, sigma_prev, noise, noise_sampler):
-    """One ancestral DDPM step in VP space (`x` already divided by sqrt(1 + sigma^2))."""
-    alpha_cumprod = 1 / ((sigma * sigma) + 1)
-    alpha_cumprod_prev = 1 / ((sigma_prev * sigma_prev) + 1)
-    alpha = alpha_cumprod / alpha_cumprod_prev
-    mu = (1.0 / alpha).sqrt() * (x - (1 - alpha) * noise / (1 - alpha_cumprod).sqrt())
-    if sigma_prev > 0:
-        mu += ((1 - alpha) * (1.0 - alpha_cumprod_prev) / (1.0 - alpha_cumprod)).sqrt() * noise_sampler(sigma, sigma_prev)
-    return mu
+def _ddpm_step(x_vp, eps, sigma, sigma_next, noise_sampler):
+    """Ho et al.'s ancestral step in VP space, from alpha_bar(sigma) to alpha_bar(sigma_next):
+    the posterior mean from the noise prediction, plus posterior-std noise unless sigma_next is 0."""
+    alpha_bar = 1 / ((sigma * sigma) + 1)
+    alpha_bar_next = 1 / ((sigma_next * sigma_next) + 1)
+    alpha_step = alpha_bar / alpha_bar_next
+    mean = (1.0 / alpha_step).sqrt() * (x_vp - (1 - alpha_step) * eps / (1 - alpha_bar).sqrt())
+    if sigma_next > 0:
+        posterior_std = ((1 - alpha_step) * (1.0 - alpha_bar_next) / (1.0 - alpha_bar)).sqrt()
+        mean += posterior_std * noise_sampler(sigma, sigma_next)
+    return mean
 
 
 @torch.no_grad()
 def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
-    """DDPM ancestral sampling (Ho et al. 2020) on the given sigmas."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        x = ddpm_step(x / torch.sqrt(1.0 + sigmas[i] ** 2.0), sigmas[i], sigmas[i + 1], (x - denoised) / sigmas[i], noise_sampler)
-        if sigmas[i + 1] != 0:
-            x *= torch.sqrt(1.0 + sigmas[i + 1] ** 2.0)
+    """DDPM ancestral sampling (Ho et al. 2020) on the given sigmas, stepping in VP space."""
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = step_noise_sampler(x, run.extra_args, noise_sampler)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, x, sigma, denoised)
+        x = _ddpm_step(x / torch.sqrt(1.0 + sigma**2.0), (x - denoised) / sigma, sigma, sigma_next, noise_sampler)
+        if sigma_next != 0:
+            x *= torch.sqrt(1.0 + sigma_next**2.0)
     return x
 
 
 @torch.no_grad()
 def sample_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
-    """Latent consistency sampling: jump to the prediction, re-noise to the next sigma."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
+    """Latent consistency sampling: jump to the prediction, then re-noise it to the next sigma
+    with the model's own noise scaling."""
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = step_noise_sampler(x, run.extra_args, noise_sampler)
     model_sampling = model_sampling_of(model)
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, x, sigma, denoised)
         x = denoised
-        if sigmas[i + 1] > 0:
-            x = model_sampling.noise_scaling(sigmas[i + 1], noise_sampler(sigmas[i], sigmas[i + 1]), x)
+        if sigma_next > 0:
+            x = model_sampling.noise_scaling(sigma_next, noise_sampler(sigma, sigma_next), x)
     return x
 
 
 # -- ER-SDE ---------------------------------------------------------------------------------------
 
 
-def er_sde_noise_scaler(x):
-    return x * ((x**0.3).exp() + 10.0)
+def er_sde_noise_scaler(nsr):
+    """ER-SDE-Solver-3's default noise-scale function of the noise-to-signal ratio: nsr (e^(nsr^0.3) + 10)."""
+    return nsr * ((nsr**0.3).exp() + 10.0)
+
+
+_ER_SDE_POINTS = 200.0  # quadrature points for the stage-2 / stage-3 integrals
 
 
 @torch.no_grad()
 def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, s_noise=1.0, noise_sampler=None, noise_scaler=None, max_stage=3):
-    """Extended reverse-time SDE solver (VP ER-SDE-Solver-3); stages 2 and 3 integrate numerically
-    over 200 points."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
+    """Extended reverse-time SDE solver (VP ER-SDE-Solver-3): a first-order step in the
+    noise-to-signal ratio, then Taylor terms from the first and second divided differences of the
+    predictions (from the second and third step on), their integrals taken numerically."""
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = step_noise_sampler(x, run.extra_args, noise_sampler)
     s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    s_in = x.new_ones([x.shape[0]])
-    noise_scaler = er_sde_noise_scaler if noise_scaler is None else noise_scaler
-    n_points = 200.0
-    point_indice = torch.arange(0, n_points, dtype=torch.float32, device=x.device)
-    er_lambdas = half_log_snr(sigmas).neg().exp()  # sigma / alpha
-    old_denoised = None
-    old_denoised_d = None
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        stage_used = min(max_stage, i + 1)
-        if sigmas[i + 1] == 0:
+    scaler = er_sde_noise_scaler if noise_scaler is None else noise_scaler
+    grid = torch.arange(0, _ER_SDE_POINTS, dtype=torch.float32, device=x.device)
+    nsr = sigma_at(half_log_snr(sigmas))  # sigma / alpha at every schedule point
+    previous = None  # the previous step's prediction
+    previous_difference = None  # and its first divided difference
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, x, sigma, denoised)
+        stages = min(max_stage, i + 1)
+        if sigma_next == 0:
             x = denoised
-        else:
-            er_lambda_s, er_lambda_t = er_lambdas[i], er_lambdas[i + 1]
-            alpha_s = sigmas[i] / er_lambda_s
-            alpha_t = sigmas[i + 1] / er_lambda_t
-            r_alpha = alpha_t / alpha_s
-            r = noise_scaler(er_lambda_t) / noise_scaler(er_lambda_s)
-            x = r_alpha * r * x + alpha_t * (1 - r) * denoised
-            if stage_used >= 2:
-                dt = er_lambda_t - er_lambda_s
-                lambda_step_size = -dt / n_points
-                lambda_pos = er_lambda_t + point_indice * lambda_step_size
-                scaled_pos = noise_scaler(lambda_pos)
-                s = torch.sum(1 / scaled_pos) * lambda_step_size
-                denoised_d = (denoised - old_denoised) / (er_lambda_s - er_lambdas[i - 1])
-                x = x + alpha_t * (dt + s * noise_scaler(er_lambda_t)) * denoised_d
-                if stage_used >= 3:
-                    s_u = torch.sum((lambda_pos - er_lambda_s) / scaled_pos) * lambda_step_size
-                    denoised_u = (denoised_d - old_denoised_d) / ((er_lambda_s - er_lambdas[i - 2]) / 2)
-                    x = x + alpha_t * ((dt**2) / 2 + s_u * noise_scaler(er_lambda_t)) * denoised_u
-                old_denoised_d = denoised_d
-            if s_noise > 0:
-                scale = (er_lambda_t**2 - er_lambda_s**2 * r**2).sqrt().nan_to_num(nan=0.0)
-                x = x + alpha_t * noise_sampler(sigmas[i], sigmas[i + 1]) * s_noise * scale
-        old_denoised = denoised
+            previous = denoised
+            continue
+        nsr_s, nsr_t = nsr[i], nsr[i + 1]
+        alpha_t = sigma_next / nsr_t
+        scale_ratio = scaler(nsr_t) / scaler(nsr_s)
+        x = alpha_t / (sigma / nsr_s) * scale_ratio * x + alpha_t * (1 - scale_ratio) * denoised
+        if stages >= 2:
+            d_nsr = nsr_t - nsr_s
+            spacing = -d_nsr / _ER_SDE_POINTS
+            nodes = nsr_t + grid * spacing
+            scaled_nodes = scaler(nodes)
+            integral_1 = torch.sum(1 / scaled_nodes) * spacing
+            difference = (denoised - previous) / (nsr_s - nsr[i - 1])
+            x = x + alpha_t * (d_nsr + integral_1 * scaler(nsr_t)) * difference
+            if stages >= 3:
+                integral_2 = torch.sum((nodes - nsr_s) / scaled_nodes) * spacing
+                second_difference = (difference - previous_difference) / ((nsr_s - nsr[i - 2]) / 2)
+                x = x + alpha_t * ((d_nsr**2) / 2 + integral_2 * scaler(nsr_t)) * second_difference
+            previous_difference = difference
+        if s_noise > 0:
+            noise_std = (nsr_t**2 - nsr_s**2 * scale_ratio**2).sqrt().nan_to_num(nan=0.0)
+            x = x + alpha_t * noise_sampler(sigma, sigma_next) * s_noise * noise_std
+        previous = denoised
     return x
 
 
 # -- SEEDS ----------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def sample_seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, r=0.5, solver_type="phi_1"):
-    """SEEDS-2: two-stage stochastic exponential solver in data prediction."""
+class _StageNoise:
+    """The SDE noise of one step's stages: the first stage draws it fresh, each later stage keeps the
+    previous stage's noise decayed by e^((r_prev - r) h eta) and tops the variance up with a fresh
+    draw, so that the stages see one Brownian path."""
+
+    def __init__(self, step: LogSNRStep, noise_sampler, s_noise, enabled: bool):
+        self.step = step
+        self.noise_sampler = noise_sampler
+        self.s_noise = s_noise
+        self.enabled = enabled
+        self.noise = None
+        self.r = 0.0
+        self.sigma = step.sigma
+
+    def add(self, x, r: float, sigma_r):
+        """x at the stage at fraction r (sigma sigma_r) with its share of the noise added."""
+        if not self.enabled:
+            return x
+        fresh = self.noise_sampler(self.sigma, sigma_r)
+        if self.noise is None:
+            self.noise = self.step.noise_decay(r) * fresh
+        else:
+            log_decay = (self.r - r) * self.step.h * self.step.eta
+            self.noise = self.noise * log_decay.exp() + log_decay.mul(2).expm1().neg().sqrt() * fresh
+        self.r, self.sigma = r, sigma_r
+        return x + self.noise * sigma_r * self.s_noise
+
+
+def _seeds_2(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, r, solver_type):
     if solver_type not in {"phi_1", "phi_2"}:
         raise ValueError("solver_type must be 'phi_1' or 'phi_2'")
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
-    s_in = x.new_ones([x.shape[0]])
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = step_noise_sampler(x, run.extra_args, noise_sampler)
     s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    inject_noise = eta > 0 and s_noise > 0
-    fac = 1 / (2 * r)
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigmas[i + 1] == 0:
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, x, sigma, denoised)
+        if sigma_next == 0:
             x = denoised
             continue
-        lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
-        h = lambda_t - lambda_s
-        h_eta = h * (eta + 1)
-        lambda_s_1 = torch.lerp(lambda_s, lambda_t, r)
-        sigma_s_1 = sigma_from_half_log_snr(lambda_s_1)
-        alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
-        alpha_t = sigmas[i + 1] * lambda_t.exp()
-
-        x_2 = sigma_s_1 / sigmas[i] * (-r * h * eta).exp() * x - alpha_s_1 * ei_h_phi_1(-r * h_eta) * denoised
-        if inject_noise:
-            sde_noise = (-2 * r * h * eta).expm1().neg().sqrt() * noise_sampler(sigmas[i], sigma_s_1)
-            x_2 = x_2 + sde_noise * sigma_s_1 * s_noise
-        denoised_2 = model(x_2, sigma_s_1 * s_in, **extra_args)
-
+        step = LogSNRStep(sigma, sigma_next, eta)
+        noise = _StageNoise(step, noise_sampler, s_noise, eta > 0 and s_noise > 0)
+        sigma_mid, alpha_mid = step.point(r)
+        x_mid = exponential_update(x, denoised, step.x_decay(sigma_mid, r), alpha_mid * step.phi_1(r))
+        denoised_mid = run.denoise(noise.add(x_mid, r, sigma_mid), sigma_mid)
         if solver_type == "phi_1":
-            denoised_d = torch.lerp(denoised, denoised_2, fac)
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * ei_h_phi_1(-h_eta) * denoised_d
+            x = step.first_order(x, torch.lerp(denoised, denoised_mid, 1 / (2 * r)))
         else:
-            b2 = ei_h_phi_2(-h_eta) / r
-            b1 = ei_h_phi_1(-h_eta) - b2
-            x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * denoised + b2 * denoised_2)
-        if inject_noise:
-            segment = (r - 1) * h * eta
-            sde_noise = sde_noise * segment.exp()
-            sde_noise = sde_noise + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_s_1, sigmas[i + 1])
-            x = x + sde_noise * sigmas[i + 1] * s_noise
+            w_mid = step.phi_2() / r
+            w_start = step.phi_1() - w_mid
+            x = exponential_update(x, w_start * denoised + w_mid * denoised_mid, step.x_decay(sigma_next), step.alpha_next)
+        x = noise.add(x, 1, sigma_next)
     return x
 
 
 @torch.no_grad()
+def sample_seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, r=0.5, solver_type="phi_1"):
+    """SEEDS-2: a two-stage stochastic exponential solver in data prediction, the stage at fraction r;
+    "phi_1" blends the two predictions 1 - 1/(2r) : 1/(2r), "phi_2" weights them with phi_2."""
+    return _seeds_2(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, r, solver_type)
+
+
+@torch.no_grad()
 def sample_exp_heun_2_x0(model, x, sigmas, extra_args=None, callback=None, disable=None, solver_type="phi_2"):
-    """Deterministic exponential Heun (second order, data prediction, logSNR time)."""
-    return sample_seeds_2(model, x, sigmas, extra_args, callback, disable, eta=0.0, s_noise=0.0, noise_sampler=None, r=1.0, solver_type=solver_type)
+    """Exponential Heun (second order, data prediction, log-SNR time): SEEDS-2 without noise, r = 1."""
+    return _seeds_2(model, x, sigmas, extra_args, callback, 0.0, 0.0, None, 1.0, solver_type)
 
 
 @torch.no_grad()
 def sample_exp_heun_2_x0_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, solver_type="phi_2"):
-    """Stochastic exponential Heun."""
-    return sample_seeds_2(model, x, sigmas, extra_args, callback, disable, eta=eta, s_noise=s_noise, noise_sampler=noise_sampler, r=1.0, solver_type=solver_type)
+    """Stochastic exponential Heun: SEEDS-2 with r = 1."""
+    return _seeds_2(model, x, sigmas, extra_args, callback, eta, s_noise, noise_sampler, 1.0, solver_type)
 
 
 @torch.no_grad()
 def sample_seeds_3(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0, noise_sampler=None, r_1=1.0 / 3, r_2=2.0 / 3):
-    """SEEDS-3: three-stage stochastic exponential solver in data prediction."""
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
-    s_in = x.new_ones([x.shape[0]])
+    """SEEDS-3: a three-stage stochastic exponential solver in data prediction (stages at r_1, r_2)."""
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = step_noise_sampler(x, run.extra_args, noise_sampler)
     s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    inject_noise = eta > 0 and s_noise > 0
-    for i in range(len(sigmas) - 1):
-        denoised = model(x, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        if sigmas[i + 1] == 0:
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(x, sigma)
+        run.report(i, x, sigma, denoised)
+        if sigma_next == 0:
             x = denoised
             continue
-        lambda_s, lambda_t = half_log_snr(sigmas[i]), half_log_snr(sigmas[i + 1])
-        h = lambda_t - lambda_s
-        h_eta = h * (eta + 1)
-        lambda_s_1 = torch.lerp(lambda_s, lambda_t, r_1)
-        lambda_s_2 = torch.lerp(lambda_s, lambda_t, r_2)
-        sigma_s_1, sigma_s_2 = sigma_from_half_log_snr(lambda_s_1), sigma_from_half_log_snr(lambda_s_2)
-        alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
-        alpha_s_2 = sigma_s_2 * lambda_s_2.exp()
-        alpha_t = sigmas[i + 1] * lambda_t.exp()
+        step = LogSNRStep(sigma, sigma_next, eta)
+        noise = _StageNoise(step, noise_sampler, s_noise, eta > 0 and s_noise > 0)
+        sigma_1, alpha_1 = step.point(r_1)
+        sigma_2, alpha_2 = step.point(r_2)
 
-        x_2 = sigma_s_1 / sigmas[i] * (-r_1 * h * eta).exp() * x - alpha_s_1 * ei_h_phi_1(-r_1 * h_eta) * denoised
-        if inject_noise:
-            sde_noise = (-2 * r_1 * h * eta).expm1().neg().sqrt() * noise_sampler(sigmas[i], sigma_s_1)
-            x_2 = x_2 + sde_noise * sigma_s_1 * s_noise
-        denoised_2 = model(x_2, sigma_s_1 * s_in, **extra_args)
+        x_1 = exponential_update(x, denoised, step.x_decay(sigma_1, r_1), alpha_1 * step.phi_1(r_1))
+        denoised_1 = run.denoise(noise.add(x_1, r_1, sigma_1), sigma_1)
 
-        a3_2 = r_2 / r_1 * ei_h_phi_2(-r_2 * h_eta)
-        a3_1 = ei_h_phi_1(-r_2 * h_eta) - a3_2
-        x_3 = sigma_s_2 / sigmas[i] * (-r_2 * h * eta).exp() * x - alpha_s_2 * (a3_1 * denoised + a3_2 * denoised_2)
-        if inject_noise:
-            segment = (r_1 - r_2) * h * eta
-            sde_noise = sde_noise * segment.exp()
-            sde_noise = sde_noise + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_s_1, sigma_s_2)
-            x_3 = x_3 + sde_noise * sigma_s_2 * s_noise
-        denoised_3 = model(x_3, sigma_s_2 * s_in, **extra_args)
+        w_1 = r_2 / r_1 * step.phi_2(r_2)
+        w_0 = step.phi_1(r_2) - w_1
+        x_2 = exponential_update(x, w_0 * denoised + w_1 * denoised_1, step.x_decay(sigma_2, r_2), alpha_2)
+        denoised_2 = run.denoise(noise.add(x_2, r_2, sigma_2), sigma_2)
 
-        b3 = ei_h_phi_2(-h_eta) / r_2
-        b1 = ei_h_phi_1(-h_eta) - b3
-        x = sigmas[i + 1] / sigmas[i] * (-h * eta).exp() * x - alpha_t * (b1 * denoised + b3 * denoised_3)
-        if inject_noise:
-            segment = (r_2 - 1) * h * eta
-            sde_noise = sde_noise * segment.exp()
-            sde_noise = sde_noise + segment.mul(2).expm1().neg().sqrt() * noise_sampler(sigma_s_2, sigmas[i + 1])
-            x = x + sde_noise * sigmas[i + 1] * s_noise
+        w_2 = step.phi_2() / r_2
+        w_0 = step.phi_1() - w_2
+        x = exponential_update(x, w_0 * denoised + w_2 * denoised_2, step.x_decay(sigma_next), step.alpha_next)
+        x = noise.add(x, 1, sigma_next)
     return x
 
 
 # -- SA-Solver ------------------------------------------------------------------------------------
 
 
-def _exponential_coeffs(s: torch.Tensor, t: torch.Tensor, order: int, tau: float) -> torch.Tensor:
-    """(1 + tau^2) * integral_s^t exp((1 + tau^2) x) x^p dx for p < order, with exp((1 + tau^2) t)
-    factored out, by repeated integration by parts (a lower-triangular recursion)."""
-    tau_mul = 1 + tau**2
-    h = t - s
-    p = torch.arange(order, dtype=s.dtype, device=s.device)
-    product_terms = t**p - s**p * (-tau_mul * h).exp()
-    depth = p.unsqueeze(1) - p.unsqueeze(0)
-    log_factorial = (p + 1).lgamma()
-    log_coeff = log_factorial.unsqueeze(1) - log_factorial.unsqueeze(0)
+def _exponential_moments(s: torch.Tensor, t: torch.Tensor, count: int, tau: float) -> torch.Tensor:
+    """M_p = (1 + tau^2) * integral_s^t e^((1 + tau^2)(u - t)) u^p du for p < count.
+
+    Integrating by parts, M_p = t^p - s^p e^(-(1 + tau^2)(t - s)) - p / (1 + tau^2) M_(p-1); unrolled,
+    M = L @ boundary with L[p, q] = (-1)^(p-q) p! / (q! (1 + tau^2)^(p-q)) below the diagonal."""
+    rate = 1 + tau**2
+    powers = torch.arange(count, dtype=s.dtype, device=s.device)
+    boundary = t**powers - s**powers * (-rate * (t - s)).exp()
+    lag = powers.unsqueeze(1) - powers.unsqueeze(0)
+    log_factorials = (powers + 1).lgamma()
+    log_weights = log_factorials.unsqueeze(1) - log_factorials.unsqueeze(0)
     if tau > 0:
-        log_coeff = log_coeff - depth * math.log(tau_mul)
-    signs = torch.where(depth % 2 == 0, 1.0, -1.0)
-    return (log_coeff.exp() * signs).tril() @ product_terms
+        log_weights = log_weights - lag * math.log(rate)
+    alternating = torch.where(lag % 2 == 0, 1.0, -1.0)
+    return (log_weights.exp() * alternating).tril() @ boundary
 
 
-def _simple_order2_coeffs(sigma_next, curr_lambdas, lambda_s, lambda_t, tau: float, is_corrector_step: bool):
-    tau_mul = 1 + tau**2
-    h = lambda_t - lambda_s
-    alpha_t = sigma_next * lambda_t.exp()
+def _simple_order2_coeffs(sigma_next, nodes, lam_s, lam_t, tau: float, is_corrector_step: bool):
+    """The paper's cheaper two-point weights (its Appendix D), [older, newer]."""
+    rate = 1 + tau**2
+    h = lam_t - lam_s
+    alpha_t = sigma_next * lam_t.exp()
+    total = alpha_t * (-h * rate).expm1().neg()
     if is_corrector_step:
-        b_1 = alpha_t * (0.5 * tau_mul * h)
-        b_2 = alpha_t * (-h * tau_mul).expm1().neg() - b_1
-    else:
-        b_2 = alpha_t * (0.5 * tau_mul * h**2) / (curr_lambdas[-2] - lambda_s)
-        b_1 = alpha_t * (-h * tau_mul).expm1().neg() - b_2
-    return torch.stack([b_2, b_1])
+        newer = alpha_t * (0.5 * rate * h)
+        return torch.stack([total - newer, newer])
+    older = alpha_t * (0.5 * rate * h**2) / (nodes[-2] - lam_s)
+    return torch.stack([older, total - older])
 
 
-def stochastic_adams_coeffs(sigma_next, curr_lambdas, lambda_s, lambda_t, tau: float, simple_order_2: bool = False,
+def stochastic_adams_coeffs(sigma_next, nodes, lam_s, lam_t, tau: float, simple_order_2: bool = False,
                             is_corrector_step: bool = False) -> torch.Tensor:
-    """SA-Solver's b_i (eqs. 15 and 18): integrals of the Lagrange basis through `curr_lambdas`."""
-    n = curr_lambdas.shape[0]
-    if simple_order_2 and n == 2:
-        return _simple_order2_coeffs(sigma_next, curr_lambdas, lambda_s, lambda_t, tau, is_corrector_step)
-    exp_integrals = _exponential_coeffs(lambda_s, lambda_t, n, tau)
-    vandermonde_t = torch.vander(curr_lambdas, n, increasing=True).T
-    lagrange_integrals = torch.linalg.solve(vandermonde_t, exp_integrals)
-    return sigma_next * lambda_t.exp() * lagrange_integrals
+    """SA-Solver's weights of the predictions at the log-SNR `nodes` for a step lam_s -> lam_t
+    (the paper's eqs. 15 and 18): each is alpha_t times the exponential moment integral of that
+    node's Lagrange polynomial, found by solving the transposed Vandermonde system."""
+    count = nodes.shape[0]
+    if simple_order_2 and count == 2:
+        return _simple_order2_coeffs(sigma_next, nodes, lam_s, lam_t, tau, is_corrector_step)
+    moments = _exponential_moments(lam_s, lam_t, count, tau)
+    lagrange_integrals = torch.linalg.solve(torch.vander(nodes, count, increasing=True).T, moments)
+    return sigma_next * lam_t.exp() * lagrange_integrals
 
 
 def tau_interval(start_sigma: float, end_sigma: float, eta: float = 1.0):
-    """Stochasticity `eta` inside [end_sigma, start_sigma], an ODE (0) outside."""
+    """The SDE strength tau(sigma): `eta` for sigmas in [end_sigma, start_sigma], 0 (an ODE) elsewhere."""
 
     def tau(sigma) -> float:
         if eta <= 0:
             return 0.0
-        if isinstance(sigma, torch.Tensor):
-            sigma = sigma.item()
-        return eta if start_sigma >= sigma >= end_sigma else 0.0
+        value = sigma.item() if isinstance(sigma, torch.Tensor) else sigma
+        return eta if start_sigma >= value >= end_sigma else 0.0
 
     return tau
+
+
+def _adams_update(x, predictions, nodes, sigma_from, sigma_to, lam_from, lam_to, tau, simple_order_2, is_corrector_step):
+    """x moved from lam_from to lam_to with the weighted predictions (no noise)."""
+    weights = stochastic_adams_coeffs(sigma_to, nodes, lam_from, lam_to, tau, simple_order_2, is_corrector_step)
+    combined = torch.tensordot(torch.stack(predictions, dim=1), weights, dims=([1], [0]))
+    return sigma_to / sigma_from * (-(tau**2) * (lam_to - lam_from)).exp() * x + combined
 
 
 @torch.no_grad()
 def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=False, tau_func=None, s_noise=1.0, noise_sampler=None,
                      predictor_order=3, corrector_order=4, use_pece=False, simple_order_2=False):
-    """Stochastic Adams predictor-corrector; noise only between 20 % and 80 % of the sampling by default."""
+    """Stochastic Adams predictor-corrector.  Each step corrects the previous prediction with the
+    new evaluation (not after the first step), then predicts the next point; near the end the
+    orders drop so no node lies past the last sigma.  By default noise is added only between 20 %
+    and 80 % of the sampling."""
     if len(sigmas) <= 1:
         return x
-    extra_args = {} if extra_args is None else extra_args
-    noise_sampler = step_noise_sampler(x, extra_args, noise_sampler)
-    s_in = x.new_ones([x.shape[0]])
+    run = SamplerRun(model, x, extra_args, callback)
+    noise_sampler = step_noise_sampler(x, run.extra_args, noise_sampler)
     model_sampling = model_sampling_of(model)
     s_noise = s_noise * noise_scale_of(model_sampling)
     lambdas = half_log_snr(sigmas)
     if tau_func is None:
         tau_func = tau_interval(model_sampling.percent_to_sigma(0.2), model_sampling.percent_to_sigma(0.8), eta=1.0)
-    max_used_order = max(predictor_order, corrector_order)
-    x_pred = x
-    h = 0.0
-    tau_t = 0.0
+    memory = max(predictor_order, corrector_order)
+    last = len(sigmas) - 1
+    shorten_at_end = sigmas[-1].item() == 0
+    predictions: list[torch.Tensor] = []
+    predicted = x
+    tau = 0.0  # SDE strength and noise of the last prediction, reused by its correction
     noise = 0.0
-    preds: list[torch.Tensor] = []
-    lower_order_to_end = sigmas[-1].item() == 0
-    for i in range(len(sigmas) - 1):
-        denoised = model(x_pred, sigmas[i] * s_in, **extra_args)
-        if callback is not None:
-            callback({"x": x_pred, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": denoised})
-        preds.append(denoised)
-        preds = preds[-max_used_order:]
-        predictor_order_used = min(predictor_order, len(preds))
-        if i == 0 or (sigmas[i + 1] == 0 and not use_pece):
-            corrector_order_used = 0
-        else:
-            corrector_order_used = min(corrector_order, len(preds))
-        if lower_order_to_end:
-            predictor_order_used = min(predictor_order_used, len(sigmas) - 2 - i)
-            corrector_order_used = min(corrector_order_used, len(sigmas) - 1 - i)
+    for i, sigma, sigma_next in intervals(sigmas):
+        denoised = run.denoise(predicted, sigma)
+        run.report(i, predicted, sigma, denoised)
+        predictions = (predictions + [denoised])[-memory:]
+        n_predictor = min(predictor_order, len(predictions))
+        n_corrector = 0 if i == 0 or (sigma_next == 0 and not use_pece) else min(corrector_order, len(predictions))
+        if shorten_at_end:
+            n_predictor = min(n_predictor, last - 1 - i)
+            n_corrector = min(n_corrector, last - i)
 
-        # corrector
-        if corrector_order_used == 0:
-            x = x_pred
+        if n_corrector == 0:
+            x = predicted
         else:
-            b = stochastic_adams_coeffs(sigmas[i], lambdas[i - corrector_order_used + 1 : i + 1], lambdas[i - 1], lambdas[i], tau_t,
-                                        simple_order_2, is_corrector_step=True)
-            pred_mat = torch.stack(preds[-corrector_order_used:], dim=1)
-            corr_res = torch.tensordot(pred_mat, b, dims=([1], [0]))
-            x = sigmas[i] / sigmas[i - 1] * (-(tau_t**2) * h).exp() * x + corr_res
-            if tau_t > 0 and s_noise > 0:
+            x = _adams_update(x, predictions[-n_corrector:], lambdas[i - n_corrector + 1 : i + 1], sigmas[i - 1], sigma,
+                              lambdas[i - 1], lambdas[i], tau, simple_order_2, is_corrector_step=True)
+            if tau > 0 and s_noise > 0:
                 x = x + noise
             if use_pece:
-                denoised = model(x, sigmas[i] * s_in, **extra_args)
-                preds[-1] = denoised
+                denoised = run.denoise(x, sigma)
+                predictions[-1] = denoised
 
-        # predictor
-        if sigmas[i + 1] == 0:
-            x_pred = denoised
-        else:
-            tau_t = tau_func(sigmas[i + 1])
-            b = stochastic_adams_coeffs(sigmas[i + 1], lambdas[i - predictor_order_used + 1 : i + 1], lambdas[i], lambdas[i + 1], tau_t,
-                                        simple_order_2, is_corrector_step=False)
-            pred_mat = torch.stack(preds[-predictor_order_used:], dim=1)
-            pred_res = torch.tensordot(pred_mat, b, dims=([1], [0]))
+        if sigma_next == 0:
+            predicted = denoised
+            continue
+        tau = tau_func(sigma_next)
+        predicted = _adams_update(x, predictions[-n_predictor:], lambdas[i - n_predictor + 1 : i + 1], sigma, sigma_next,
+                                  lambdas[i], lambdas[i + 1], tau, simple_order_2, is_corrector_step=False)
+        if tau > 0 and s_noise > 0:
             h = lambdas[i + 1] - lambdas[i]
-            x_pred = sigmas[i + 1] / sigmas[i] * (-(tau_t**2) * h).exp() * x + pred_res
-            if tau_t > 0 and s_noise > 0:
-                noise = noise_sampler(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * (-2 * tau_t**2 * h).expm1().neg().sqrt() * s_noise
-                x_pred = x_pred + noise
-    return x_pred
+            noise = noise_sampler(sigma, sigma_next) * sigma_next * (-2 * tau**2 * h).expm1().neg().sqrt() * s_noise
+            predicted = predicted + noise
+    return predicted
 
 
 @torch.no_grad()
 def sample_sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disable=False, tau_func=None, s_noise=1.0, noise_sampler=None,
                           predictor_order=3, corrector_order=4, simple_order_2=False):
-    """SA-Solver in PECE mode (predict, evaluate, correct, evaluate)."""
+    """SA-Solver in PECE mode: the corrected point is evaluated again and that prediction replaces
+    the newest one."""
     return sample_sa_solver(model, x, sigmas, extra_args, callback, disable, tau_func, s_noise, noise_sampler, predictor_order,
                             corrector_order, use_pece=True, simple_order_2=simple_order_2)
