@@ -3,10 +3,12 @@
 Two CheckpointLoaderSimple nodes naming the same file get the same objects; a file replaced on
 disk (new mtime or size) loads afresh. `unload_models(...)` is what the worker calls for
 `POST /free` and after an out-of-memory error (`ctx.extras["unload_models"]`): it forgets the
-cached models and moves the ones still referenced off the accelerator. Values already in the
-node output cache keep their objects alive until that cache lets go (`free_memory`).
+cached models and moves the ones still referenced off the accelerator (memory.py). Values
+already in the node output cache keep their objects alive until that cache lets go
+(`free_memory`).
 
-This module imports no torch at import time, so registering it costs nothing at start-up.
+This module imports no torch at import time, so registering it costs nothing at start-up
+(the memory manager is imported when something is unloaded).
 """
 
 from __future__ import annotations
@@ -62,16 +64,26 @@ class ModelCache:
         return len(self._entries)
 
     def unload_all(self) -> None:
-        """Forget every cached model and move live ones to the CPU."""
+        """Forget every cached model and move live ones to the CPU: first what the memory
+        manager placed on a device, then anything else still alive (e.g. loaded straight to the
+        GPU with --highvram and never run)."""
+        import sys
+
         with self._lock:
             self._entries.clear()
+            if "torch" not in sys.modules:
+                return  # nothing was ever loaded
+            from comfyserve.models import memory
+
+            memory.unload_all()
             for item in list(self._loaded):
-                unload = getattr(item, "unload", None)
-                if callable(unload):
-                    try:
-                        unload()
-                    except Exception:
-                        log.exception("unloading %r failed", item)
+                try:
+                    if memory.kind_of(item) is not None:
+                        memory.MEMORY.unload(item)
+                    elif callable(getattr(item, "unload", None)):
+                        item.unload()
+                except Exception:
+                    log.exception("unloading %r failed", item)
         gc.collect()
         _empty_accelerator_cache()
 
@@ -79,16 +91,18 @@ class ModelCache:
 def _empty_accelerator_cache() -> None:
     import sys
 
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if "torch" in sys.modules:
+        from comfyserve.models import devices
+
+        devices.empty_cache()
 
 
 MODELS = ModelCache()
 
 
 def unload_models(unload_models: bool = True, free_memory: bool = False, **_: Any) -> None:
-    """`POST /free` (and the OOM handler): with `unload_models` or `free_memory`, drop the models."""
+    """`POST /free` (and the OOM handler): with `unload_models` or `free_memory`, drop the models
+    and move everything off the accelerator."""
     if unload_models or free_memory:
         count = len(MODELS)
         MODELS.unload_all()

@@ -13,6 +13,8 @@ Both work in batches sized to the free memory (ComfyUI's estimate per pixel) and
 tiles when the device runs out of memory. The tiled paths are ComfyUI's: three passes with
 different tile shapes (w×h, w/2×2h, 2w×h/2), each tile blended with a linear feather over the
 overlap, averaged. `decode_tiled` takes latent-sized tiles, `encode_tiled` pixel-sized ones.
+Before any of them runs, the memory manager (memory.py) puts the autoencoder on its compute
+device, making room for one image's activations; results go to the intermediate device.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+from comfyserve.models import devices, memory
 from comfyserve.models.detect import VAEConfig
 from comfyserve.models.unet import ModelLoadError, load_weights
 
@@ -132,17 +135,12 @@ def tiled_map(samples: torch.Tensor, function: Callable[[torch.Tensor], torch.Te
     return output
 
 
-def _is_oom(err: BaseException) -> bool:
-    kinds = tuple(k for k in (getattr(torch, "OutOfMemoryError", None),
-                              getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None)) if k)
-    return isinstance(err, kinds) or (isinstance(err, RuntimeError) and "out of memory" in str(err).lower())
+_is_oom = memory.is_oom
 
 
 def _free_memory(device: torch.device) -> int:
-    from comfyserve.compat.comfy import model_management
-
     try:
-        return int(model_management.get_free_memory(device))
+        return int(devices.free_memory(device))
     except Exception:
         return 1 << 30
 
@@ -163,7 +161,7 @@ class VAE:
         self.name = name
         self.dtype = dtype
         self.device = torch.device(device)
-        self.output_device = torch.device("cpu")
+        self.output_device = devices.policy().intermediate_device
         if config is not None:
             self.downscale_ratio = self.upscale_ratio = config.downscale
             self.latent_channels = config.z_channels
@@ -240,6 +238,7 @@ class VAE:
         if samples.ndim == 5:
             samples = samples[:, :, 0]
         need = DECODE_BYTES_PER_LATENT_PIXEL * samples.shape[2] * samples.shape[3] * self._dtype_size()
+        self._load(need)
         out = None
         try:
             batch = self._batch_size(need)
@@ -264,6 +263,7 @@ class VAE:
         self.throw_exception_if_invalid()
         if samples.ndim == 5:
             samples = samples[:, :, 0]
+        self._load(DECODE_BYTES_PER_LATENT_PIXEL * tile_x * tile_y * self._dtype_size())
         return self._decode_tiled_raw(samples, tile_x, tile_y, overlap).movedim(1, -1)
 
     def _decode_tiled_raw(self, samples: torch.Tensor, tile_x: int = 64, tile_y: int = 64, overlap: int = 16) -> torch.Tensor:
@@ -278,6 +278,7 @@ class VAE:
         self.throw_exception_if_invalid()
         pixels = self.crop_pixels(pixels).movedim(-1, 1)
         need = ENCODE_BYTES_PER_PIXEL * pixels.shape[2] * pixels.shape[3] * self._dtype_size()
+        self._load(need)
         out = None
         try:
             batch = self._batch_size(need)
@@ -301,6 +302,7 @@ class VAE:
         """Encode in pixel-sized tiles (ComfyUI's defaults: 512×512, 64 overlap)."""
         self.throw_exception_if_invalid()
         pixels = self.crop_pixels(pixels).movedim(-1, 1)
+        self._load(ENCODE_BYTES_PER_PIXEL * tile_x * tile_y * self._dtype_size())
         return self._encode_tiled_raw(pixels, tile_x, tile_y, overlap)
 
     def _encode_tiled_raw(self, pixels: torch.Tensor, tile_x: int = 512, tile_y: int = 512, overlap: int = 64) -> torch.Tensor:
@@ -314,6 +316,11 @@ class VAE:
             part = tiled_map(pixels, encode, (ty, tx), overlap, scale, channels, self.output_device)
             total = part if total is None else total + part
         return total / 3.0
+
+    def _load(self, memory_required: int) -> None:
+        """Onto the compute device before running (room made for `memory_required` bytes of
+        activations for one image; the batch size then follows the memory that is left)."""
+        memory.load_models([self], memory_required)
 
     def _dtype_size(self) -> int:
         return torch.tensor([], dtype=self.dtype).element_size()

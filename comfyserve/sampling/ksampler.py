@@ -3,8 +3,10 @@
 noise (from the seed, per batch index, or zeros) → sigmas for the scheduler, steps, denoise and
 start/end steps → latent into model space → conds prepared → the sampler function called with
 the CFG denoiser (wrapped for inpainting when the latent has a noise mask) → back to raw VAE
-space. Progress goes to the node's progress reporter once per step, with a preview image when
-the prompt asked for previews; interrupts are checked every step.
+space. The model is put on its compute device first (comfyserve/models/memory.py) and the
+result comes back on the intermediate device (the CPU). Progress goes to the node's progress
+reporter once per step, with a preview image when the prompt asked for previews; interrupts
+are checked every step.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 
 from comfyserve.engine import interrupt, progress
+from comfyserve.models import memory
 from comfyserve.sampling import guidance
 from comfyserve.sampling.latent_preview import make_previewer
 from comfyserve.sampling.noise import empty_noise, inpaint_random_noise, prepare_noise
@@ -66,6 +69,7 @@ def sample(
 ) -> torch.Tensor:
     if sigmas.shape[-1] == 0:
         return latent_image  # nothing to do (start step past the end, or denoise 0)
+    memory.load_models([model], memory.sampling_memory(model, noise.shape))
     device = getattr(model, "device", torch.device("cpu"))
     sampling = model.model_sampling
     mask = guidance.prepare_mask(noise_mask, noise.shape, device) if noise_mask is not None else None
@@ -90,4 +94,4 @@ def sample(
 
     samples = ksampler_sample(sampler_name, denoiser, noise, latent_image, sigmas,
                               extra_args={"seed": seed, "model_options": {}}, callback=callback, disable=True)
-    return model.latent_format.process_out(samples.to(torch.float32))
+    return model.latent_format.process_out(samples.to(torch.float32)).to(memory.intermediate_device())

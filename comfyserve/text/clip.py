@@ -196,7 +196,8 @@ class CLIP:
                 name, _, rest = key.partition(".transformer.")
                 base = encoders[name].parameter(rest)
                 value = calculate_weight(patch_list, base.to(torch.float32), key)
-                patched.setdefault(name, {})[rest] = value.to(base.dtype)
+                # Kept on the offload device: the encoder may leave the GPU, these must not stay.
+                patched.setdefault(name, {})[rest] = value.to(device=default_device(), dtype=base.dtype)
             self._patched = patched
         return self._patched
 
@@ -204,6 +205,7 @@ class CLIP:
     def encode_from_tokens(self, tokens: Mapping[str, Any], return_pooled: bool | str = False,
                            return_dict: bool = False) -> Any:
         projected = return_pooled != "unprojected"
+        _load_for_use(self)
         cond, pooled = self.cond_stage_model.encode_token_weights(
             tokens, layer_idx=self.layer_idx, projected=projected, overrides=self._overrides(), use_options=False)
         if return_dict:
@@ -226,6 +228,8 @@ class CLIP:
         return self.encode_from_tokens(self.tokenize(text))
 
     def load_model(self, tokens: Any = None) -> CLIP:
+        """Move the encoders to the compute device now (ComfyUI's name; encoding does it too)."""
+        _load_for_use(self)
         return self
 
     def to(self, device: torch.device | str) -> CLIP:
@@ -236,16 +240,28 @@ class CLIP:
 
 
 def default_device() -> torch.device:
-    """Where text encoders run: the GPU when there is one and `--cpu` is not set."""
-    from comfyserve import runtime
+    """Where text encoders load: their offload device (the CPU unless `--gpu-only`); the memory
+    manager moves them to the compute device when they encode."""
+    from comfyserve.models import devices
 
-    if not runtime.settings().cpu and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    return devices.policy().text_encoder_offload_device
+
+
+def default_dtype() -> torch.dtype:
+    """fp16, ComfyUI's text-encoder storage dtype on every device (`--*-text-enc` change it)."""
+    from comfyserve.models import devices
+
+    return devices.policy().text_encoder_dtype
+
+
+def _load_for_use(clip: CLIP) -> None:
+    from comfyserve.models import memory
+
+    memory.load_models([clip])
 
 
 def load_clip(text_encoder_state_dicts: Mapping[str, Mapping[str, torch.Tensor]], family: str,
-              device: torch.device | str | None = None, dtype: torch.dtype = torch.float16,
+              device: torch.device | str | None = None, dtype: torch.dtype | None = None,
               embedding_directories: Sequence[Path | str] | None = None,
               heads: Mapping[str, int] | None = None) -> CLIP:
     """A CLIP for `family` from its encoders' state dicts (see the module docstring).
@@ -263,6 +279,7 @@ def load_clip(text_encoder_state_dicts: Mapping[str, Mapping[str, torch.Tensor]]
     if extra:
         log.warning("%s: text encoders %s are not used by this model family", family, extra)
     device = torch.device(device) if device is not None else default_device()
+    dtype = dtype if dtype is not None else default_dtype()
     encoders: dict[str, ClipEncoder] = {}
     tokenizers: dict[str, EncoderTokenizer] = {}
     for spec in specs:
