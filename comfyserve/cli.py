@@ -31,6 +31,10 @@ IMPLEMENTED = frozenset({
     "multi_user", "verbose", "log_stdout", "dont_print_server", "front_end_root",
     "enable_compress_response_body", "disable_auto_launch", "quick_test_for_ci",
     "preview_method", "preview_size",
+    # devices, memory and precision (comfyserve/models/devices.py, memory.py)
+    "gpu_only", "highvram", "normalvram", "lowvram", "novram", "force_fp16", "force_fp32",
+    "fp32_unet", "fp64_unet", "bf16_unet", "fp16_unet", "fp16_vae", "bf16_vae", "fp32_vae", "cpu_vae",
+    "fp16_text_enc", "bf16_text_enc", "fp32_text_enc", "reserve_vram", "disable_smart_memory",
     # comfyserve's own
     "max_queue_size", "max_history", "allowed_hosts",
 })

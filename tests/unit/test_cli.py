@@ -76,8 +76,8 @@ def test_every_comfyui_flag_parses():
 
 def test_flags_without_effect_are_named(caplog):
     parser = cli.build_parser()
-    args = parser.parse_args(["--fp16-vae", "--lowvram", "--port", "9000", "--fast"])
-    assert cli.unimplemented_flags(args, parser) == ["--fp16-vae", "--lowvram", "--fast"]
+    args = parser.parse_args(["--fp8_e4m3fn-unet", "--cuda-malloc", "--port", "9000", "--fast"])
+    assert cli.unimplemented_flags(args, parser) == ["--cuda-malloc", "--fp8_e4m3fn-unet", "--fast"]
     assert cli.unimplemented_flags(parser.parse_args([]), parser) == []
 
 
@@ -85,10 +85,10 @@ def test_main_warns_once_per_flag_and_serves(monkeypatch, caplog):
     served = {}
     monkeypatch.setattr("comfyserve.server.app.serve", lambda s, exit_after_start: served.update(s=s, q=exit_after_start))
     with caplog.at_level(logging.WARNING):
-        cli.main(["--highvram", "--quick-test-for-ci", "--port", "8200"])
+        cli.main(["--deterministic", "--quick-test-for-ci", "--port", "8200"])
     assert served["q"] is True and served["s"].port == 8200
-    assert served["s"].argv == ["main.py", "--highvram", "--quick-test-for-ci", "--port", "8200"]
-    warnings = [r.getMessage() for r in caplog.records if "--highvram" in r.getMessage()]
+    assert served["s"].argv == ["main.py", "--deterministic", "--quick-test-for-ci", "--port", "8200"]
+    warnings = [r.getMessage() for r in caplog.records if "--deterministic" in r.getMessage()]
     assert len(warnings) == 1 and "no effect" in warnings[0]
     json.dumps(served["s"].argv)
 
@@ -113,3 +113,26 @@ def test_preview_flags_take_effect_and_do_not_warn():
     assert cli.unimplemented_flags(args, parser) == []
     s = cli.settings_from_args(args)
     assert (s.preview_method, s.preview_size) == ("latent2rgb", 256)
+
+
+DEVICE_FLAGS = [
+    ["--gpu-only"], ["--highvram"], ["--normalvram"], ["--lowvram"], ["--novram"], ["--force-fp16"],
+    ["--force-fp32"], ["--fp16-vae"], ["--bf16-vae"], ["--fp32-vae"], ["--cpu-vae"], ["--fp32-unet"],
+    ["--fp64-unet"], ["--bf16-unet"], ["--fp16-unet"], ["--fp16-text-enc"], ["--bf16-text-enc"],
+    ["--fp32-text-enc"], ["--reserve-vram", "1.5"], ["--disable-smart-memory"],
+]
+
+
+@pytest.mark.parametrize("flags", DEVICE_FLAGS, ids=lambda f: f[0])
+def test_device_and_precision_flags_take_effect_and_do_not_warn(flags):
+    from comfyserve.models.devices import DeviceCapability, DevicePolicy, MemoryFlags, VRAMState
+
+    parser = cli.build_parser()
+    args = parser.parse_args(flags)
+    assert cli.unimplemented_flags(args, parser) == []
+    parsed = MemoryFlags.from_args(args)
+    if flags == ["--normalvram"]:  # ComfyUI's default mode, chosen explicitly
+        gpu = DeviceCapability("cuda", name="NVIDIA GeForce RTX 3060", major=8, minor=6, total_memory=12 << 30)
+        assert DevicePolicy.build(parsed, gpu).vram_state is VRAMState.NORMAL_VRAM
+    else:
+        assert parsed != MemoryFlags()  # each one changes what the device policy is built from
