@@ -3,7 +3,8 @@
 `launch_browser` starts Debian's `/usr/bin/chromium` (Playwright cannot download its own browser
 here); `UiPage` wraps one tab: it records every failed request, console error and page error,
 waits for the app, dismisses first-start dialogs, builds graphs through the UI's own LiteGraph
-and clicks Run.
+and clicks Run. `UiPage.markup` (`Markup` for 1.58, `LegacyMarkup` for 1.35.x) finds what a
+person clicks where the two builds' markup differs.
 """
 
 from __future__ import annotations
