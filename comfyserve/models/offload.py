@@ -119,7 +119,10 @@ def partition(module: torch.nn.Module, unit_bytes: int = DEFAULT_UNIT_BYTES) -> 
 
 
 def _device_copy(device: torch.device) -> Transfer:
-    return lambda t: t.to(device, non_blocking=True)
+    # Host-to-device copies may run asynchronously (stream order keeps them safe); copies back to
+    # the CPU must not, since the CPU may read the result at once (LoRA patches, a later save).
+    non_blocking = device.type != "cpu"
+    return lambda t: t.to(device, non_blocking=non_blocking)
 
 
 def _inputs_to(value: Any, device: torch.device) -> Any:

@@ -182,21 +182,39 @@ def test_partition_cuts_containers_and_keeps_every_weight_once():
         assert unit.nbytes <= 256 * KIB or not list(unit.module.children()) or direct
 
 
-def test_streamed_weights_are_on_the_device_exactly_while_their_unit_runs():
+def _unet_case(family: str):
+    unet = tiny_model(family, seed=4).unet
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    kwargs = {"encoder_hidden_states": torch.randn(2, 5, unet.config.cross_attention_dim, dtype=torch.float64),
+              "return_dict": False}
+    if unet.config.class_embed_type is not None:  # SDXL's ADM vector
+        kwargs["class_labels"] = torch.randn(2, unet.config.projection_class_embeddings_input_dim, dtype=torch.float64)
+    return unet, lambda module: module(x, torch.tensor([10, 500]), **kwargs)[0]
+
+
+def _vae_case(_family: str):
+    sd = L.fill(L.vae_shapes(), seed=5)
+    autoencoder = load_vae(sd, detect_vae(sd, "first_stage_model."), "tiny-vae", "first_stage_model.").autoencoder
+    z = torch.randn(1, 4, 6, 6, dtype=torch.float64)
+    pixels = torch.randn(1, 3, 24, 24, dtype=torch.float64)
+    return autoencoder, lambda m: (m.decoder(m.post_quant_conv(z)), m.quant_conv(m.encoder(pixels)))
+
+
+@pytest.mark.parametrize(("case", "family"), [(_unet_case, "sd1"), (_unet_case, "sdxl"), (_vae_case, "")],
+                         ids=["unet-sd1", "unet-sdxl", "vae"])
+def test_streamed_weights_are_on_the_device_exactly_while_their_unit_runs(case, family):
     # The "device" is float64: a weight used without being moved meets float64 activations and fails.
-    unet = tiny_model("sd1", seed=4).unet
+    unet, run = case(family)
     reference = copy.deepcopy(unet).double()
     budget = module_bytes(unet) // 3
-    offload = PartialOffload(unet, CPU, budget, CPU, unit_bytes=512 * KIB,
+    offload = PartialOffload(unet, CPU, budget, CPU, unit_bytes=max(module_bytes(unet) // 40, 16 * KIB),
                              to_device=lambda t: t.double(), to_offload=lambda t: t.float())
     assert 0 < offload.resident_bytes <= budget and offload.streamed_units
-    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
-    t = torch.tensor([10, 500])
-    context = torch.randn(2, 5, 768, dtype=torch.float64)
     with torch.no_grad():
-        out = unet(x, t, encoder_hidden_states=context, return_dict=False)[0]
-        expected = reference(x, t, encoder_hidden_states=context, return_dict=False)[0]
-    assert torch.equal(out, expected)
+        out, expected = run(unet), run(reference)
+    for got, want in zip(out if isinstance(out, tuple) else (out,),
+                         expected if isinstance(expected, tuple) else (expected,), strict=True):
+        assert torch.equal(got, want)
     assert offload.streamed_calls >= len(offload.streamed_units)
     assert offload.peak_bytes <= budget  # resident + the unit in flight
     for unit in offload.units:  # between calls: streamed units home again, resident ones moved
