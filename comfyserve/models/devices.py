@@ -277,7 +277,10 @@ class DevicePolicy:
     vae_offload_device: Any
     text_encoder_device: Any
     text_encoder_offload_device: Any
-    intermediate_device: Any  # where latents and images live between nodes
+    # Where latents and images live between nodes: the CPU in every mode. (ComfyUI keeps them on
+    # the GPU with --gpu-only; comfyserve's nodes build their tensors on the CPU, and mixing the
+    # two would fail, so --gpu-only here keeps the models, not the intermediates, on the GPU.)
+    intermediate_device: Any
     extra_reserved_bytes: int = 400 * MIB
     inference_reserve_bytes: int = int(0.8 * GIB)  # activations' floor while a model runs
     smart_memory: bool = True
@@ -309,7 +312,7 @@ class DevicePolicy:
             vae_offload_device=device if gpu_only else cpu,
             text_encoder_device=device if text_on_device else cpu,
             text_encoder_offload_device=device if gpu_only else cpu,
-            intermediate_device=device if gpu_only else cpu,
+            intermediate_device=cpu,
             extra_reserved_bytes=extra_reserved_bytes(cap, flags) if cap.kind != "cpu" else 0,
             smart_memory=flags.smart_memory,
         )

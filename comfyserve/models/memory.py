@@ -418,5 +418,5 @@ def unload_all() -> int:
 
 
 def intermediate_device() -> torch.device:
-    """Where latents and images live between nodes (the CPU unless `--gpu-only`)."""
+    """Where latents and images live between nodes (the CPU; see DevicePolicy)."""
     return devices.policy().intermediate_device

@@ -379,3 +379,13 @@ def test_vae_encode_out_of_memory_falls_back_to_tiles(monkeypatch):
     latent = vae.encode(pixels)
     assert tiled_calls == [()] and latent.shape == (1, 4, 48 // vae.downscale_ratio, 48 // vae.downscale_ratio)
     assert torch.allclose(latent, vae.encode_tiled(pixels, 32, 32, 8), atol=1e-6)
+
+
+def test_unet_and_vae_attention_is_torch_sdpa():
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    sd = L.fill(L.vae_shapes(), seed=2)
+    vae = load_vae(sd, detect_vae(sd, "first_stage_model."), "tiny-vae", "first_stage_model.")
+    for module in (tiny_model("sd1").unet, vae.autoencoder):
+        processors = module.attn_processors.values()
+        assert processors and all(isinstance(p, AttnProcessor2_0) for p in processors)

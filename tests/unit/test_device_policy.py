@@ -108,9 +108,10 @@ def test_highvram_keeps_the_unet_on_the_device():
 def test_gpu_only_keeps_everything_on_the_device():
     policy = build(["--gpu-only"], AMPERE)
     for device in (policy.unet_load_device, policy.unet_offload_device, policy.vae_offload_device,
-                   policy.text_encoder_device, policy.text_encoder_offload_device, policy.intermediate_device):
+                   policy.text_encoder_device, policy.text_encoder_offload_device):
         assert device == CUDA0
     assert policy.flags.gpu_only
+    assert policy.intermediate_device == HOST  # comfyserve's nodes make CPU tensors in every mode
 
 
 def test_shared_memory_loads_straight_to_the_device():
