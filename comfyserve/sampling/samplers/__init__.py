@@ -164,10 +164,10 @@ def get_sampler(name: str) -> Callable[..., torch.Tensor]:
 
 
 def max_denoise(model_sampling, sigmas: torch.Tensor) -> bool:
-    """ComfyUI's `Sampler.max_denoise`: the schedule starts at (or above) the model's largest sigma."""
-    max_sigma = float(model_sampling.sigma_max)
-    sigma = float(sigmas[0])
-    return math.isclose(max_sigma, sigma, rel_tol=1e-05) or sigma > max_sigma
+    """Whether the schedule starts at the model's largest sigma (to a relative 1e-5) or above it:
+    then ComfyUI scales the start noise by sqrt(1 + sigma^2) instead of sigma."""
+    start, largest = float(sigmas[0]), float(model_sampling.sigma_max)
+    return start > largest or math.isclose(largest, start, rel_tol=1e-05)
 
 
 def ksampler_sample(

@@ -1,5 +1,6 @@
-"""Helpers shared by the samplers: k-diffusion's small formulas, the model-sampling lookup and the
-CFG++ hook (how a sampler gets the unconditional prediction)."""
+"""What the samplers need from their surroundings: the denoiser's model sampling (noise scale,
+re-noising, percent-to-sigma), the step-noise source, and the CFG++ hook through which a sampler
+receives the unconditional prediction."""
 
 from __future__ import annotations
 
@@ -11,29 +12,6 @@ from ..model_sampling import ModelSamplingDiscrete, make_model_sampling
 from ..noise import BrownianTreeNoiseSampler, default_noise_sampler
 
 _DEFAULT_MODEL_SAMPLING: ModelSamplingDiscrete | None = None
-
-
-def append_dims(x: torch.Tensor, target_dims: int) -> torch.Tensor:
-    """Trailing singleton dims so a [B] tensor broadcasts against a [B, ...] one."""
-    missing = target_dims - x.ndim
-    if missing < 0:
-        raise ValueError(f"input has {x.ndim} dims but target_dims is {target_dims}, which is less")
-    return x[(...,) + (None,) * missing]
-
-
-def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
-    """The Karras ODE derivative dx/dsigma = (x - D(x, sigma)) / sigma."""
-    return (x - denoised) / append_dims(sigma, x.ndim)
-
-
-def get_ancestral_step(sigma_from, sigma_to, eta: float = 1.0):
-    """(sigma_down, sigma_up) of an ancestral step: deterministic descent to sigma_down, then fresh
-    noise of std sigma_up brings the marginal back to sigma_to."""
-    if not eta:
-        return sigma_to, 0.0
-    sigma_up = min(sigma_to, eta * (sigma_to**2 * (sigma_from**2 - sigma_to**2) / sigma_from**2) ** 0.5)
-    sigma_down = (sigma_to**2 - sigma_up**2) ** 0.5
-    return sigma_down, sigma_up
 
 
 def model_sampling_of(model) -> ModelSamplingDiscrete:
@@ -48,26 +26,8 @@ def model_sampling_of(model) -> ModelSamplingDiscrete:
 
 
 def noise_scale_of(model_sampling) -> float:
+    """The model's relative noise scale, which multiplies the SDE samplers' s_noise (1 if it has none)."""
     return getattr(model_sampling, "noise_scale", 1.0)
-
-
-def half_log_snr(sigma: torch.Tensor) -> torch.Tensor:
-    """lambda = log(alpha / sigma) = -log(sigma) for the discrete (VE-space) models."""
-    return sigma.log().neg()
-
-
-def sigma_from_half_log_snr(lam: torch.Tensor) -> torch.Tensor:
-    return lam.neg().exp()
-
-
-def ei_h_phi_1(h: torch.Tensor) -> torch.Tensor:
-    """h * phi_1(h) of exponential integrators."""
-    return torch.expm1(h)
-
-
-def ei_h_phi_2(h: torch.Tensor) -> torch.Tensor:
-    """h * phi_2(h) of exponential integrators."""
-    return (torch.expm1(h) - h) / h
 
 
 def step_noise_sampler(x: torch.Tensor, extra_args: dict, noise_sampler=None):
