@@ -80,7 +80,8 @@ class _SharedUNet:
 
     def restore(self) -> None:
         for key, original in self.backup.items():
-            self.params[key].data = original
+            param = self.params[key]
+            param.data = original.to(param.device)
         self.backup.clear()
         self.applied = None
 
@@ -226,8 +227,10 @@ class DiffusionModel:
         for key, queue in self.patches.items():
             param = shared.params[key]
             original = param.data
-            shared.backup[key] = original
             param.data = calculate_weight(original, queue)
+            # The unpatched weight waits on the CPU: on a GPU it would double the patched
+            # weights' share of VRAM (and the memory estimate counts the module only).
+            shared.backup[key] = original.to("cpu")
         shared.applied = self._patch_token
 
     def patch_weights(self) -> None:
@@ -281,9 +284,7 @@ class DiffusionModel:
 
     def to(self, device: torch.device | str) -> DiffusionModel:
         with self._shared.lock:
-            self.unet.to(device)
-            for key, original in self._shared.backup.items():
-                self._shared.backup[key] = original.to(device)
+            self.unet.to(device)  # the unpatched backups stay on the CPU
         return self
 
 

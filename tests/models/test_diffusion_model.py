@@ -123,6 +123,21 @@ def test_patches_live_on_the_clone(sd1):
     assert torch.equal(sd1.unet.down_blocks[0].attentions[0].proj_in.weight, original_weight)
 
 
+def test_unpatched_backups_wait_on_the_cpu_whatever_device_the_unet_moves_to():
+    model = tiny_model(seed=3)
+    original = model.unet.down_blocks[0].attentions[0].proj_in.weight.detach().clone()
+    clone = model.clone()
+    clone.add_patches({"diffusion_model.input_blocks.1.1.proj_in.weight":
+                       LowRankPatch(torch.randn(64, 4, 1, 1), torch.randn(4, 64, 1, 1), alpha=4.0)})
+    clone.patch_weights()
+    clone.to("meta")  # any device but the CPU: the backup must not follow the UNet there
+    (backup,) = clone._shared.backup.values()
+    assert backup.device.type == "cpu" and torch.equal(backup, original)
+    model.patch_weights()  # the unpatched model restores the CPU backup onto the UNet's device
+    weight = model.unet.down_blocks[0].attentions[0].proj_in.weight
+    assert weight.device.type == "meta" and not clone._shared.backup
+
+
 def test_calculate_weight_strengths():
     weight = torch.ones(2, 2)
     delta = torch.full((2, 2), 2.0)
