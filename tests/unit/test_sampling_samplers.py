@@ -10,6 +10,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -516,3 +519,147 @@ def test_heunpp2_step_formula():
 def test_uni_pc_variants_differ():
     a, b = run("uni_pc"), run("uni_pc_bh2")
     assert not torch.allclose(a, b, atol=1e-5)
+
+
+# -- the shared step helpers ----------------------------------------------------------------------
+
+
+def test_ancestral_split_keeps_the_variance_of_sigma_to():
+    from comfyserve.sampling.samplers._steps import ancestral_split
+
+    s0, s1 = torch.tensor(6.0, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)
+    down, up = ancestral_split(s0, s1, eta=1.0)
+    torch.testing.assert_close(down**2 + up**2, s1**2)
+    torch.testing.assert_close(up**2, s1**2 * (s0**2 - s1**2) / s0**2)  # DDPM's posterior variance
+    half_down, half_up = ancestral_split(s0, s1, eta=0.5)
+    assert float(half_up) == pytest.approx(0.5 * float(up)) and float(half_down) > float(down)
+    assert ancestral_split(s0, s1, eta=0.0) == (s1, 0.0)
+    capped_down, capped_up = ancestral_split(s0, s1, eta=100.0)  # never more noise than sigma_to
+    assert float(capped_up) == 2.0 and float(capped_down) == 0.0
+
+
+def test_log_snr_step_first_order_is_ddim_and_its_sde_form_keeps_the_marginal():
+    from comfyserve.sampling.samplers._steps import LogSNRStep
+
+    sigma, sigma_next = torch.tensor(3.0, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64)
+    x, x0 = NOISE64[:1] * 3.0 + 0.2, torch.full_like(NOISE64[:1], 0.2)
+    ode = LogSNRStep(sigma, sigma_next)
+    assert float(ode.h) == pytest.approx(math.log(6.0)) and float(ode.alpha_next) == pytest.approx(1.0)
+    ratio = 0.5 / 3.0
+    torch.testing.assert_close(ode.first_order(x, x0), ratio * x + (1 - ratio) * x0)  # DDIM
+    for eta in (0.5, 1.0):
+        sde = LogSNRStep(sigma, sigma_next, eta)
+        x_weight = float(sde.x_decay(sigma_next))
+        x0_weight = 1 - x_weight - float(sde.first_order(torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)) - x_weight)
+        # x = x0 + sigma * e, exact prediction: mean stays x0, variance (x_weight sigma)^2 + (sigma_next * noise)^2 = sigma_next^2
+        assert x_weight == pytest.approx(ratio * math.exp(-float(sde.h) * eta))
+        assert x_weight + x0_weight == pytest.approx(1.0)
+        assert (x_weight * 3.0) ** 2 + (0.5 * float(sde.noise_decay())) ** 2 == pytest.approx(0.25)
+    mid_sigma, mid_alpha = ode.point(0.5)
+    assert float(mid_sigma) == pytest.approx(math.sqrt(3.0 * 0.5)) and float(mid_alpha) == pytest.approx(1.0)
+
+
+def test_history_keeps_the_newest_values():
+    from comfyserve.sampling.samplers._history import History
+
+    h = History(2)
+    for v in (1, 2, 3):
+        h.push(v)
+    assert len(h) == 2 and h.back(1) == 3 and h.back(2) == 2
+    assert h.newest_first() == [3, 2] and h.oldest_first() == [2, 3]
+    with pytest.raises(IndexError):
+        h.back(3)
+    empty = History(0)
+    empty.push(1)
+    assert len(empty) == 0
+
+
+def test_variable_step_adams_weights_reduce_to_the_equal_step_ones():
+    from comfyserve.sampling.samplers.multistep import _EQUAL_STEP_WEIGHTS, _variable_step_weights
+
+    equal = [torch.tensor(-0.5, dtype=torch.float64)] * 4
+    for order, (weights, denominator) in _EQUAL_STEP_WEIGHTS.items():
+        assert sum(weights) == denominator  # a constant slope is integrated exactly
+        if order < 4:
+            assert [float(w) for w in _variable_step_weights(equal, order)] == pytest.approx([w / denominator for w in weights])
+    # iPNDM-v's fourth-order weights (kept as ComfyUI has them) are not AB4's on equal steps
+    assert [float(w) for w in _variable_step_weights(equal, 4)] == pytest.approx([57 / 24, -65 / 24, 43 / 24, -11 / 24])
+    # unequal steps: orders 2 and 3 stay exact for a constant slope (order 4 only nearly, as in ComfyUI)
+    steps = [torch.tensor(v, dtype=torch.float64) for v in (-0.3, -0.5, -0.9, -1.4)]
+    for order in (2, 3):
+        assert float(sum(_variable_step_weights(steps, order))) == pytest.approx(1.0)
+    assert float(sum(_variable_step_weights(steps, 4))) == pytest.approx(1.0, abs=5e-3)
+
+
+def test_lms_coefficient_is_adams_bashforth_on_equal_steps():
+    from comfyserve.sampling.samplers.classic import lms_coefficient
+
+    t = np.array([5.0, 4.0, 3.0, 2.0])
+    assert lms_coefficient(t, 0, 1, 0) == pytest.approx(-1.0)
+    assert [lms_coefficient(t, 1, 2, j) for j in range(2)] == pytest.approx([-1.5, 0.5])
+    with pytest.raises(ValueError):
+        lms_coefficient(t, 0, 2, 0)
+
+
+def test_deis_weights_integrate_to_the_sigma_step():
+    from comfyserve.sampling.samplers.multistep import deis_coefficients
+
+    sigmas = sigmas_for(MS, "karras", 6).double()
+    weights = deis_coefficients(sigmas, max_order=3)
+    assert weights[0] == [] and [len(w) for w in weights[1:]] == [2, 3, 3, 3, 3]
+    for i in range(1, 5):  # the Lagrange polynomials sum to 1: the weights sum to the integral of dsigma
+        assert float(sum(weights[i])) == pytest.approx(float(sigmas[i + 1] - sigmas[i]), rel=2e-3)
+
+
+def test_seeds_stage_noise_is_one_brownian_path():
+    from comfyserve.sampling.samplers._steps import LogSNRStep
+    from comfyserve.sampling.samplers.stochastic import _StageNoise
+
+    gen = torch.Generator().manual_seed(0)
+    step = LogSNRStep(torch.tensor(4.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64), eta=1.0)
+    stages = _StageNoise(step, lambda a, b: torch.randn(400_000, generator=gen, dtype=torch.float64), s_noise=1.0, enabled=True)
+    zero = torch.zeros(400_000, dtype=torch.float64)
+    first = stages.add(zero, 0.5, torch.tensor(1.0, dtype=torch.float64)).clone()
+    last = stages.add(zero, 1.0, torch.tensor(1.0, dtype=torch.float64))
+    assert float(first.std()) == pytest.approx(float(step.noise_decay(0.5)), rel=1e-2)
+    assert float(last.std()) == pytest.approx(float(step.noise_decay(1.0)), rel=1e-2)  # the whole step's SDE noise
+    expected_corr = math.exp(-0.5 * float(step.h)) * float(step.noise_decay(0.5)) / float(step.noise_decay(1.0))
+    assert float(torch.corrcoef(torch.stack([first, last]))[0, 1]) == pytest.approx(expected_corr, abs=5e-3)
+    assert _StageNoise(step, None, 1.0, enabled=False).add(zero, 0.5, step.sigma) is zero
+
+
+def test_dpm_solver_step_shares_its_stage_evaluations():
+    from comfyserve.sampling.samplers._run import SamplerRun
+    from comfyserve.sampling.samplers.dpm_solver import _SingleStep
+
+    den = GaussianDenoiser()
+    x = den.start(NOISE64, 0.8)
+    t, t_to = -torch.tensor(0.8, dtype=torch.float64).log(), -torch.tensor(0.6, dtype=torch.float64).log()
+    step = _SingleStep(SamplerRun(den, x), x, t, t_to)
+    low, high = step.update(2, r1=1 / 3), step.update(3)
+    assert den.calls == 3  # start, 1/3 and 2/3: the order-3 update reuses the order-2 evaluations
+    exact = den.ode_solution(NOISE64, 0.6)
+    assert float((high - exact).abs().max()) < float((low - exact).abs().max()) < float((step.update(1) - exact).abs().max())
+
+
+def test_step_size_controller_grows_on_small_errors_and_rejects_large_ones():
+    from comfyserve.sampling.samplers.dpm_solver import _StepSizeController
+
+    pid = _StepSizeController(0.1, pcoeff=0.0, icoeff=1.0, dcoeff=0.0, order=3)
+    assert pid.propose(0.01) and pid.h > 0.1
+    h = pid.h
+    assert not pid.propose(100.0) and pid.h < h
+    assert 1 - math.pi / 2 < pid.h / h < 1  # the arctan limiter bounds the change
+
+
+def test_sampler_run_spreads_sigma_over_the_batch_and_reports_sigma_hat():
+    from comfyserve.sampling.samplers._run import SamplerRun, intervals
+
+    seen, infos = [], []
+    run = SamplerRun(lambda x, sigma, **kw: seen.append((sigma, kw)) or x * 0, NOISE32, {"seed": 4}, infos.append)
+    run.denoise(NOISE32, torch.tensor(2.5))
+    assert torch.equal(seen[0][0], torch.full([NOISE32.shape[0]], 2.5)) and seen[0][1] == {"seed": 4}
+    run.report(3, NOISE32, torch.tensor(2.5), NOISE32)
+    run.report(4, NOISE32, torch.tensor(2.5), NOISE32, sigma_hat=torch.tensor(3.0))
+    assert float(infos[0]["sigma_hat"]) == 2.5 and float(infos[1]["sigma_hat"]) == 3.0 and infos[1]["i"] == 4
+    assert [(i, float(a), float(b)) for i, a, b in intervals(torch.tensor([3.0, 1.0, 0.0]))] == [(0, 3.0, 1.0), (1, 1.0, 0.0)]
