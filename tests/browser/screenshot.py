@@ -38,7 +38,7 @@ def main(destination: str) -> None:
             ui.js("() => { const c = window.app.canvas; c.ds.scale = 1; c.ds.offset = [40, 60]; c.setDirty(true, true); }")
             ui.run()
             ui.wait_for_output_image(3)
-            ui.page.wait_for_timeout(4000)  # the "job queued" toast fades
+            ui.wait_notifications_gone()  # the "Job queued" banner goes
             shot = Path(tempfile.mkdtemp()) / "shot.png"
             ui.screenshot(shot)
             browser.close()

@@ -5,7 +5,6 @@ nodes, categories and tooltips; the UI works under a sub-path behind a reverse p
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from urllib.parse import urlsplit
 
@@ -48,21 +47,21 @@ def test_first_start_has_no_failed_request_and_no_console_error(start_server, op
     client_id = ui.js("() => window.app.api.clientId")
     assert client_id and ui.js("() => sessionStorage.getItem('clientId')") == client_id
     # Closing the templates browser is remembered, as on ComfyUI.
+    ui.wait_for_answers([("POST", "/api/settings/Comfy.TutorialCompleted")])
     settings_file = server.base / "user" / "default" / "comfy.settings.json"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not (
-        settings_file.exists() and json.loads(settings_file.read_text()).get("Comfy.TutorialCompleted")
-    ):
-        time.sleep(0.1)
     assert json.loads(settings_file.read_text())["Comfy.TutorialCompleted"] is True
-    ui.page.wait_for_timeout(1000)  # the queue/jobs and templates requests that come late
+    # The recorded session's routes, the late ones too (the queue or jobs, the models the
+    # templates browser asks for, the templates' index), each once answered.
+    recorded_run = "1.35.9/first_start_model_free" if frontend == OLD else "1.58.1/first_start_model_free_strict"
+    recorded = [(entry["method"], entry["path"]) for entry in REQUESTS["runs"][recorded_run]["phases"]["load"]
+                if entry["path"].startswith("/api/") and "/settings/" not in entry["path"]]
+    ui.wait_for_answers([*recorded, ("GET", "/templates/index.json")])
 
     assert [str(p) for p in ui.recorder.server_problems()] == []
     answered = {(method, path.split("?")[0]): status for method, path, status in ui.recorder.api_requests}
     for route in VITAL:
         assert answered.get(route) == 200, route
     # The recorded session's other routes were asked and answered too (ComfyUI's 404s allowed).
-    recorded_run = "1.35.9/first_start_model_free" if frontend == OLD else "1.58.1/first_start_model_free_strict"
     for entry in REQUESTS["runs"][recorded_run]["phases"]["load"]:
         route = (entry["method"], entry["path"])
         if entry["path"].startswith("/api/") and "/settings/" not in entry["path"]:

@@ -18,6 +18,24 @@ SD_NODES = {"CheckpointLoaderSimple", "CLIPTextEncode", "EmptyLatentImage", "KSa
 SD_MISSING = sorted(SD_NODES - set(nodes.NODE_CLASS_MAPPINGS))
 
 SAVE = re.compile(r"^\s*Save\s*$")  # the mask editor's Save button (not "Unsaved Workflow")
+# The mask editor has loaded an image of `size` (both builds): its canvases (image, mask, …)
+# have the image's size, and the first, the image's, has it drawn (read through a copy, so
+# that no canvas gets a context the editor did not make).
+MASK_EDITOR_LOADED = """
+([width, height]) => {
+  const canvases = [...document.querySelectorAll('#maskEditorCanvasContainer canvas')];
+  if (canvases.length < 2 || !canvases.every(c => c.width === width && c.height === height && c.clientWidth > 0))
+    return false;
+  const copy = document.createElement('canvas');
+  copy.width = width;
+  copy.height = height;
+  const context = copy.getContext('2d');
+  context.drawImage(canvases[0], 0, 0);
+  const pixels = context.getImageData(0, 0, width, height).data;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i] !== 255) return false;
+  return true;
+}
+"""
 UPLOAD_GRAPH = [
     {"id": 1, "type": "LoadImage", "pos": [100, 100]},
     {"id": 2, "type": "ImageInvert", "pos": [500, 100], "links": {"image": [1, 0]}},
@@ -82,7 +100,7 @@ def test_draw_in_the_mask_editor_and_save(start_server, open_ui, tmp_path, front
     ui.page.mouse.click(x, y, button="right")
     ui.page.locator(".litemenu-entry", has_text="Open in MaskEditor").first.click()
     ui.page.locator("button").filter(has_text=SAVE, visible=True).wait_for()
-    ui.page.wait_for_timeout(500)  # the editor loads the image into its canvases
+    ui.page.wait_for_function(MASK_EDITOR_LOADED, arg=[64, 48])  # the editor loads the image into its canvases
     box = ui.js("() => { const c = [...document.querySelectorAll('canvas')].filter(c => c.offsetParent"
                 " && c.id !== 'graph-canvas' && !c.classList.contains('minimap-canvas'));"
                 " const r = c[c.length - 1].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; }")

@@ -4,7 +4,6 @@ queue from the UI: cancel the running job and clear the pending ones."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
@@ -15,16 +14,6 @@ from tests.browser.frontends import VERSIONS
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as reply:
         return json.loads(reply.read())
-
-
-def wait_until(check, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("frontend", VERSIONS)
@@ -104,14 +93,20 @@ def test_cancel_the_running_job_and_clear_the_queue(start_server, open_ui, front
     server = start_server(frontend, "--cache-none")  # the same graph three times: no cache hits
     ui = open_ui(server.url).open()
     ui.load_graph(ui.build_graph(slow_graph(150)))
+    prompt_ids = []
     for _ in range(3):
         with ui.page.expect_response(lambda r: r.url.endswith("/api/prompt") and r.request.method == "POST") as queued:
             ui.run()
         assert queued.value.status == 200
-    queue = wait_until(lambda: (q := get_json(server.url + "/api/queue"))["queue_running"] and
-                       len(q["queue_pending"]) == 2 and q, what="1 running, 2 pending")
-    running_id = queue["queue_running"][0][1]
+        prompt_ids.append(queued.value.json()["prompt_id"])
+    running_id = prompt_ids[0]
+    # The first one has started (its execution_start, to the UI's socket): 1 running, 2 pending.
+    ui.wait_for_message(lambda m: m.get("type") == "execution_start" and m["data"]["prompt_id"] == running_id)
+    queue = get_json(server.url + "/api/queue")
+    assert [item[1] for item in queue["queue_running"]] == [running_id]
+    assert sorted(item[1] for item in queue["queue_pending"]) == sorted(prompt_ids[1:])
 
+    since = len(ui.messages)
     ui.page.get_by_role("button", name="Expand job queue").click()
     with ui.page.expect_response(lambda r: r.url.endswith("/api/queue") and r.request.method == "POST") as cleared:
         ui.page.get_by_role("button", name="Clear queued").click()
@@ -120,8 +115,11 @@ def test_cancel_the_running_job_and_clear_the_queue(start_server, open_ui, front
         ui.page.get_by_role("button", name="Cancel current run").click()
     assert interrupted.value.status == 200
 
-    wait_until(lambda: (q := get_json(server.url + "/api/queue")) and not q["queue_running"]
-               and not q["queue_pending"], what="an empty queue")
+    # The interrupted job has ended: the server's status says that nothing remains.
+    ui.wait_for_message(lambda m: m.get("type") == "status"
+                        and m["data"]["status"]["exec_info"]["queue_remaining"] == 0, since=since)
+    queue = get_json(server.url + "/api/queue")
+    assert not queue["queue_running"] and not queue["queue_pending"], queue
     history = get_json(server.url + f"/api/history/{running_id}")[running_id]
     assert [m[0] for m in history["status"]["messages"]][-1] == "execution_interrupted"
     assert list((server.base / "output").glob("slow_*.png")) == []

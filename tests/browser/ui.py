@@ -9,14 +9,21 @@ person clicks where the two builds' markup differs.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 
 CHROMIUM = os.environ.get("COMFYSERVE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -82,6 +89,7 @@ class Recorder:
     base: str  # the UI's URL ("http://host:port/" or, behind a proxy, "http://host:port/comfy/")
     problems: list[Problem] = field(default_factory=list)
     api_requests: list[tuple[str, str, int]] = field(default_factory=list)  # (method, path?query, status)
+    responses: list[tuple[str, str, int]] = field(default_factory=list)  # every own answer, the same way
     outside: list[str] = field(default_factory=list)  # own-origin URLs outside the UI's base path
 
     def own(self, url: str) -> bool:
@@ -115,10 +123,15 @@ class Recorder:
         if not self.own(url):
             return
         path = self.path(url)
+        self.responses.append((response.request.method, path, response.status))
         if "/api/" in path or path.startswith("/internal/"):
             self.api_requests.append((response.request.method, path, response.status))
         if response.status >= 400 and not self.expected(url, response.status):
             self.problems.append(Problem("http", response.status_text, url, response.status))
+
+    def answered(self, method: str, path: str) -> bool:
+        """Whether an own request `method path` (its query left out) has had an answer."""
+        return any((m, p.split("?")[0]) == (method, path) for m, p, _ in self.responses)
 
     def _on_failed(self, request: Any) -> None:
         url, failure = request.url, request.failure or ""
@@ -156,6 +169,9 @@ class Recorder:
 # The modal layer of a dialog: PrimeVue's mask (1.35) or the newer dialog overlay (1.58).
 DIALOG = '.p-dialog-mask, [data-testid="dialog-overlay"]'
 DIALOG_CLOSE = ".p-dialog-mask button:has(.pi-times), .p-dialog-mask .p-dialog-close-button"
+# A notification: PrimeVue's toast (1.35), the newer toaster's or the queue's banner ("Job
+# queued", 1.58).
+NOTIFICATION = '.p-toast-message, [data-testid="toast"], [data-testid="queue-notification-banner"]'
 APP_READY = "() => !!(window.app && window.app.graph && window.app.canvas && window.LiteGraph)"
 
 BUILD_GRAPH = """
@@ -302,6 +318,21 @@ class UiPage:
         self.recorder = Recorder(self.url)
         self.recorder.attach(self.page)
         self.markup = Markup(self.page)  # the build's own, once it has loaded
+        self.sockets: list[Any] = []  # the page's websockets, newest last
+        self.messages: list[dict] = []  # the JSON messages they received, in order
+        self.page.on("websocket", self._on_websocket)
+
+    def _on_websocket(self, socket: Any) -> None:
+        self.sockets.append(socket)
+
+        def received(payload: str | bytes) -> None:
+            if isinstance(payload, str):  # (binary frames are previews)
+                try:
+                    self.messages.append(json.loads(payload))
+                except ValueError:
+                    self.messages.append({"type": None, "text": payload})
+
+        socket.on("framereceived", received)
 
     # -- opening -------------------------------------------------------------------------
 
@@ -325,22 +356,28 @@ class UiPage:
             self.page.wait_for_selector(DIALOG, state="visible", timeout=timeout)
         self.dismiss_dialogs()
 
-    def dialog_open(self) -> bool:
-        dialogs = self.page.locator(DIALOG)
-        return any(dialogs.nth(i).is_visible() for i in range(dialogs.count()))
-
-    def dismiss_dialogs(self) -> None:
-        """Close open dialogs (the first-start templates browser) with Escape, as a user would."""
+    def dismiss_dialogs(self, timeout: float = 5_000) -> None:
+        """Close open dialogs (the first-start templates browser) as a user would: Escape, or
+        the × button of a dialog that does not have the focus (1.35.9's templates browser
+        ignores Escape then); each time until that dialog is gone."""
         for attempt in range(6):
-            if not self.dialog_open():
+            shown = self.page.locator(DIALOG).filter(visible=True)
+            if not shown.count():
                 return
-            if attempt % 2 == 0:
+            try:
+                dialog = shown.first.element_handle(timeout=timeout)
+            except PlaywrightTimeout:
+                continue  # it went by itself
+            close = self.page.locator(DIALOG_CLOSE).filter(visible=True)
+            focused = self.js("() => !!document.activeElement?.closest('.p-dialog-mask')")
+            if close.count() and (not focused or attempt % 2 == 1):
+                close.first.click()
+            else:
                 self.page.keyboard.press("Escape")
-            else:  # 1.35.9's templates browser ignores Escape until it has focus: its × button
-                close = self.page.locator(f"{DIALOG_CLOSE}").filter(visible=True)
-                if close.count():
-                    close.first.click()
-            self.page.wait_for_timeout(300)
+            try:
+                dialog.wait_for_element_state("hidden", timeout=timeout)
+            except PlaywrightTimeout:
+                continue  # the other way next
         raise AssertionError("a dialog does not close (Escape, its close button)")
 
     # -- the app ---------------------------------------------------------------------------
@@ -357,8 +394,12 @@ class UiPage:
         return self.js(BUILD_GRAPH, {"nodes": nodes})
 
     def load_graph(self, workflow: dict) -> None:
-        self.js("async (w) => { await window.app.loadGraphData(w); }", workflow)
-        self.page.wait_for_timeout(100)
+        """Load `workflow` and wait until the canvas has drawn it (LiteGraph lays out the
+        widgets, whose positions `widget_point` reads, while drawing)."""
+        loaded = self.js("async (w) => { await window.app.loadGraphData(w); window.app.canvas.setDirty(true, true);"
+                         " return LiteGraph.getTime(); }", workflow)
+        self.page.wait_for_function(
+            "(t) => window.app.canvas.last_draw_time > t && !window.app.canvas.dirty_canvas", arg=loaded)
 
     def widget_value(self, node_id: int, name: str) -> Any:
         return self.js(
@@ -416,6 +457,52 @@ class UiPage:
             " return {width: img.naturalWidth, height: img.naturalHeight, src: img.src}; }",
             node_id,
         )
+
+    # -- waiting for the server --------------------------------------------------------------
+
+    def wait_for_answers(self, routes: Iterable[tuple[str, str]], timeout: float = 20_000) -> None:
+        """Wait until each own request `(method, path)` (no query) has had its answer."""
+        deadline = time.monotonic() + timeout / 1000
+        for method, path in routes:
+            if self.recorder.answered(method, path):
+                continue
+            remaining = (deadline - time.monotonic()) * 1000
+            try:
+                if remaining <= 0:  # (Playwright's timeout 0 would wait for ever)
+                    raise PlaywrightTimeout("deadline")
+                self.page.wait_for_event(
+                    "response", lambda r, m=method, p=path: self.recorder.own(r.url) and r.request.method == m
+                    and self.recorder.path(r.url).split("?")[0] == p, timeout=remaining)
+            except PlaywrightTimeout:
+                raise AssertionError(f"no answer to {method} {path} within {timeout / 1000:g} s") from None
+
+    def wait_for_message(self, check: Callable[[dict], Any], since: int = 0, timeout: float = 20_000) -> dict:
+        """The first websocket message from index `since` on (`len(self.messages)` before an
+        action: one that it causes) for which `check` is true; waits for it to come."""
+        deadline = time.monotonic() + timeout / 1000
+        while True:
+            for message in self.messages[since:]:
+                if check(message):
+                    return message
+            since = len(self.messages)
+            remaining = (deadline - time.monotonic()) * 1000
+            if remaining <= 0 or not self.sockets:
+                raise AssertionError(f"no such websocket message within {timeout / 1000:g} s")
+            socket = self.sockets[-1]
+            try:  # the next frame (or, when the socket closed, the UI's next socket), then look again
+                if socket.is_closed():
+                    self.page.wait_for_event("websocket", timeout=remaining)
+                else:
+                    socket.wait_for_event("framereceived", timeout=remaining)
+            except PlaywrightTimeout:
+                pass
+            except PlaywrightError:
+                if self.page.is_closed():
+                    raise
+
+    def wait_notifications_gone(self, timeout: float = 20_000) -> None:
+        """Wait until no notification shows (they go by themselves)."""
+        expect(self.page.locator(NOTIFICATION).filter(visible=True)).to_have_count(0, timeout=timeout)
 
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
