@@ -554,7 +554,7 @@ def test_log_snr_step_first_order_is_ddim_and_its_sde_form_keeps_the_marginal():
         # x = x0 + sigma * e, exact prediction: mean stays x0, variance (x_weight sigma)^2 + (sigma_next * noise)^2 = sigma_next^2
         assert x_weight == pytest.approx(ratio * math.exp(-float(sde.h) * eta))
         assert x_weight + x0_weight == pytest.approx(1.0)
-        assert (x_weight * 3.0) ** 2 + (0.5 * float(sde.noise_decay())) ** 2 == pytest.approx(0.25)
+        assert (x_weight * 3.0) ** 2 + (0.5 * float(sde.relative_noise_std())) ** 2 == pytest.approx(0.25)
     mid_sigma, mid_alpha = ode.point(0.5)
     assert float(mid_sigma) == pytest.approx(math.sqrt(3.0 * 0.5)) and float(mid_alpha) == pytest.approx(1.0)
 
@@ -566,7 +566,7 @@ def test_history_keeps_the_newest_values():
     for v in (1, 2, 3):
         h.push(v)
     assert len(h) == 2 and h.back(1) == 3 and h.back(2) == 2
-    assert h.newest_first() == [3, 2] and h.oldest_first() == [2, 3]
+    assert h.newest_first() == [3, 2]
     with pytest.raises(IndexError):
         h.back(3)
     empty = History(0)
@@ -621,9 +621,9 @@ def test_seeds_stage_noise_is_one_brownian_path():
     zero = torch.zeros(400_000, dtype=torch.float64)
     first = stages.add(zero, 0.5, torch.tensor(1.0, dtype=torch.float64)).clone()
     last = stages.add(zero, 1.0, torch.tensor(1.0, dtype=torch.float64))
-    assert float(first.std()) == pytest.approx(float(step.noise_decay(0.5)), rel=1e-2)
-    assert float(last.std()) == pytest.approx(float(step.noise_decay(1.0)), rel=1e-2)  # the whole step's SDE noise
-    expected_corr = math.exp(-0.5 * float(step.h)) * float(step.noise_decay(0.5)) / float(step.noise_decay(1.0))
+    assert float(first.std()) == pytest.approx(float(step.relative_noise_std(0.5)), rel=1e-2)
+    assert float(last.std()) == pytest.approx(float(step.relative_noise_std(1.0)), rel=1e-2)  # the whole step's SDE noise
+    expected_corr = math.exp(-0.5 * float(step.h)) * float(step.relative_noise_std(0.5)) / float(step.relative_noise_std(1.0))
     assert float(torch.corrcoef(torch.stack([first, last]))[0, 1]) == pytest.approx(expected_corr, abs=5e-3)
     assert _StageNoise(step, None, 1.0, enabled=False).add(zero, 0.5, step.sigma) is zero
 

@@ -27,6 +27,3 @@ class History(Generic[T]):
 
     def newest_first(self) -> list[T]:
         return list(reversed(self._values))
-
-    def oldest_first(self) -> list[T]:
-        return list(self._values)

@@ -99,9 +99,9 @@ class LogSNRStep:
     """One step sigma -> sigma_next seen in half-log-SNR: lam, lam_next, h = lam_next - lam and the
     signal scales alpha = sigma * e^lam, alpha_next = sigma_next * e^lam_next.
 
-    With SDE strength eta, the data-prediction update to the fraction r of the step is
-        x_r = (sigma_r / sigma) e^(-r h eta) x - alpha_r * [r h (1 + eta)] phi_1 * D
-    and the fresh noise it needs has std sigma_r * sqrt(1 - e^(-2 r h eta)).
+    With SDE strength eta, the first-order data-prediction update to the fraction r of the step is
+        x_r = (sigma_r / sigma) e^(-r h eta) x + alpha_r (1 - e^(-r h (1 + eta))) D
+    and the fresh noise it needs has std sigma_r * sqrt(1 - e^(-2 r h eta)); eta = 0 is DDIM.
     """
 
     def __init__(self, sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float = 0.0):
@@ -126,11 +126,11 @@ class LogSNRStep:
         return sigma_r / self.sigma * (-r * self.h * self.eta).exp()
 
     def phi_1(self, r: float = 1.0) -> torch.Tensor:
-        """[r h (1 + eta)] phi_1 at -r h (1 + eta): the weight of a constant data prediction."""
+        """z phi_1(z) = e^z - 1 at z = -r h (1 + eta): minus the weight of a constant prediction."""
         return h_phi_1(-r * self.h_eta)
 
     def phi_2(self, r: float = 1.0) -> torch.Tensor:
-        """[r h (1 + eta)] phi_2 at -r h (1 + eta): the weight of its first derivative."""
+        """z phi_2(z) at z = -r h (1 + eta), which weights the prediction's change over the step."""
         return h_phi_2(-r * self.h_eta)
 
     def first_order(self, x: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
@@ -142,6 +142,6 @@ class LogSNRStep:
         derivative (per unit h) in the second-order multistep SDE update."""
         return self.phi_1() / self.h_eta + 1
 
-    def noise_decay(self, r: float = 1.0) -> torch.Tensor:
-        """sqrt(1 - e^(-2 r h eta)): the relative std of the noise the SDE adds over fraction r."""
+    def relative_noise_std(self, r: float = 1.0) -> torch.Tensor:
+        """sqrt(1 - e^(-2 r h eta)): the std of the noise the SDE adds over fraction r, per unit sigma_r."""
         return (-2 * r * self.h * self.eta).expm1().neg().sqrt()

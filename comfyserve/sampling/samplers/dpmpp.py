@@ -191,7 +191,7 @@ def _multistep_sde(model, x, sigmas, extra_args, callback, eta, s_noise, noise_s
             step = LogSNRStep(sigma, sigma_next, eta)
             x = correction(step.first_order(x, denoised), step, denoised, history)
             if eta > 0 and s_noise > 0:
-                x = x + noise_sampler(sigma, sigma_next) * sigma_next * step.noise_decay() * s_noise
+                x = x + noise_sampler(sigma, sigma_next) * sigma_next * step.relative_noise_std() * s_noise
             h_last = step.h
         history.push((denoised, h_last))
     return x

@@ -137,7 +137,7 @@ class _StageNoise:
             return x
         fresh = self.noise_sampler(self.sigma, sigma_r)
         if self.noise is None:
-            self.noise = self.step.noise_decay(r) * fresh
+            self.noise = self.step.relative_noise_std(r) * fresh
         else:
             log_decay = (self.r - r) * self.step.h * self.step.eta
             self.noise = self.noise * log_decay.exp() + log_decay.mul(2).expm1().neg().sqrt() * fresh
