@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import logging
-import socket
 import struct
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
@@ -34,7 +31,6 @@ class WebSocketHub:
     def __init__(self) -> None:
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.client_features: dict[str, dict[str, Any]] = {}
-        self._raw: dict[web.WebSocketResponse, socket.socket] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sender: asyncio.Task | None = None
         # The outbox: any thread appends; the sender task on the loop takes everything queued.
@@ -95,42 +91,29 @@ class WebSocketHub:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            for ws, messages in self._by_socket(self._take_all()).items():
-                await self._deliver(ws, messages)
+            for message, sid in self._take_all():
+                await self._deliver(message, sid)
 
-    def _by_socket(self, batch: list[tuple[str | bytes, str | None]]) -> dict[web.WebSocketResponse, list[str | bytes]]:
-        """The batch split per open socket, each socket's messages in emission order."""
-        per_socket: dict[web.WebSocketResponse, list[str | bytes]] = {}
-        for message, sid in batch:
-            if sid is None:
-                targets = list(self.sockets.values())
-            else:
-                ws = self.sockets.get(sid)
-                targets = [ws] if ws is not None else []
-            for ws in targets:
-                per_socket.setdefault(ws, []).append(message)
-        return per_socket
-
-    async def _deliver(self, ws: web.WebSocketResponse, messages: list[str | bytes]) -> None:
-        try:
-            with _corked(self._raw.get(ws) if len(messages) > 1 else None):
-                for message in messages:
-                    if isinstance(message, bytes):
-                        await ws.send_bytes(message)
-                    else:
-                        await ws.send_str(message)
-        except (ConnectionResetError, RuntimeError) as exc:
-            log.debug("dropping messages to a closed socket: %s", exc)
+    async def _deliver(self, message: str | bytes, sid: str | None) -> None:
+        if sid is None:
+            targets = list(self.sockets.values())
+        else:
+            ws = self.sockets.get(sid)
+            targets = [ws] if ws is not None else []
+        for ws in targets:
+            try:
+                if isinstance(message, bytes):
+                    await ws.send_bytes(message)
+                else:
+                    await ws.send_str(message)
+            except (ConnectionResetError, RuntimeError) as exc:
+                log.debug("dropping message to a closed socket: %s", exc)
 
     # -- sockets -------------------------------------------------------------------------
-    def add(self, sid: str, ws: web.WebSocketResponse, sock: socket.socket | None = None) -> None:
-        """Register an open websocket; `sock`, its TCP socket, lets bursts be sent corked."""
+    def add(self, sid: str, ws: web.WebSocketResponse) -> None:
         self.sockets[sid] = ws
-        if sock is not None:
-            self._raw[ws] = sock
 
     def remove(self, sid: str, ws: web.WebSocketResponse) -> None:
-        self._raw.pop(ws, None)
         if self.sockets.get(sid) is ws:
             del self.sockets[sid]
             self.client_features.pop(sid, None)
@@ -139,26 +122,5 @@ class WebSocketHub:
         for ws in list(self.sockets.values()):
             await ws.close()
         self.sockets.clear()
-        self._raw.clear()
         if self._sender is not None:
             self._sender.cancel()
-
-
-@contextlib.contextmanager
-def _corked(sock: socket.socket | None) -> Iterator[None]:
-    """Hold back a socket's TCP segments while several frames are written (Linux TCP_CORK), so a
-    prompt's burst of ~15 small messages leaves in a few segments and wakes the client once."""
-    option = getattr(socket, "TCP_CORK", None)
-    if sock is None or option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        yield
-        return
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, option, 1)
-    except OSError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, option, 0)

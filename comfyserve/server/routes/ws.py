@@ -26,8 +26,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     sid = request.query.get("clientId") or uuid.uuid4().hex
     hub, queue = ctx.hub, ctx.queue
-    transport = request.transport
-    hub.add(sid, ws, transport.get_extra_info("socket") if transport is not None else None)
+    hub.add(sid, ws)
     try:
         hub.send("status", queue.status_payload(sid), sid)
         running = next(iter(queue.running.values()), None)
