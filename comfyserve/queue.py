@@ -158,7 +158,7 @@ class PromptQueue:
         item.seq = next(self._seq)
         # Persisted before the worker can see it; the disk write happens outside the lock the
         # worker takes prompts under.
-        self.store.add_pending(item.prompt_id, item.seq, item.as_list(), self._number)
+        self.store.add_pending(item.prompt_id, item.seq, item.as_list())
         with self._cond:
             heapq.heappush(self._heap, (item.number, item.seq, item))
             self._pending[item.prompt_id] = item

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS prompts (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key         TEXT PRIMARY KEY,
-    value       INTEGER NOT NULL    -- 'counter': the next ComfyUI `number`
+    value       INTEGER NOT NULL    -- 'counter': the next ComfyUI `number` (earlier versions)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS history (
     seq         INTEGER PRIMARY KEY,
@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS history (
     entry       TEXT NOT NULL,      -- JSON history entry, as GET /history/{id} shows it
     timing      TEXT NOT NULL       -- JSON {create_time, execution_start_time, execution_end_time}
 );
+-- A prompt that reaches the history leaves the queue in the same statement.
+CREATE TRIGGER IF NOT EXISTS history_takes_its_prompt AFTER INSERT ON history BEGIN
+    DELETE FROM prompts WHERE prompt_id = NEW.prompt_id;
+END;
 """
 
 
@@ -85,22 +89,31 @@ class Store:
             self._db.close()
 
     # -- queue -----------------------------------------------------------------------------
-    def add_pending(self, prompt_id: str, seq: int, item: list[Any], counter: int) -> None:
-        """Persist a new pending prompt and the number counter as it stands after it."""
+    def add_pending(self, prompt_id: str, seq: int, item: list[Any]) -> None:
+        """Persist a new pending prompt (one statement: one transaction)."""
         with self._lock:
-            db = self._db
-            db.execute("BEGIN")
-            db.execute(
+            self._db.execute(
                 "INSERT OR REPLACE INTO prompts (prompt_id, seq, item, state, attempts) VALUES (?, ?, ?, 'pending', 0)",
                 (prompt_id, seq, json.dumps(item)),
             )
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('counter', ?)", (counter,))
-            db.execute("COMMIT")
 
     def counter(self) -> int:
+        """Where ComfyUI's `number` counter carries on: one past every counted number stored.
+
+        Numbers the counter gave out are whole (negative for `front`); a client's own `number`
+        may be any float and is not counted. Files from earlier versions also kept the counter in
+        `meta`, which still counts as a lower bound.
+        """
         with self._lock:
-            row = self._db.execute("SELECT value FROM meta WHERE key='counter'").fetchone()
-        return int(row[0]) if row else 0
+            row = self._db.execute(
+                """SELECT max(
+                       coalesce((SELECT value FROM meta WHERE key='counter'), 0),
+                       coalesce((SELECT max(abs(json_extract(item, '$[0]'))) + 1 FROM prompts
+                                 WHERE json_type(item, '$[0]') = 'integer'), 0),
+                       coalesce((SELECT max(abs(json_extract(entry, '$.prompt[0]'))) + 1 FROM history
+                                 WHERE json_type(entry, '$.prompt[0]') = 'integer'), 0))"""
+            ).fetchone()
+        return int(row[0])
 
     def mark_running(self, prompt_id: str, started_at: int) -> None:
         with self._lock:
@@ -133,21 +146,22 @@ class Store:
     def finish(self, prompt_id: str, entry: dict[str, Any], timing: dict[str, Any], drop_oldest: int = 0) -> None:
         """Move a prompt from the queue to the history in one transaction, dropping the
         `drop_oldest` oldest entries (the caller keeps the history at its bound)."""
+        # A prompt id run again replaces its old entry, and moves to the end; the trigger takes
+        # the prompt out of `prompts`. One statement is one transaction, so the common case (no
+        # trimming) costs the worker a single call into SQLite.
+        insert = "INSERT OR REPLACE INTO history (prompt_id, entry, timing) VALUES (?, ?, ?)"
+        values = (prompt_id, json.dumps(entry), json.dumps(timing))
         with self._lock:
             db = self._db
+            if drop_oldest <= 0:
+                db.execute(insert, values)
+                return
             db.execute("BEGIN")
             try:
-                db.execute("DELETE FROM prompts WHERE prompt_id=?", (prompt_id,))
-                if drop_oldest > 0:
-                    db.execute(
-                        "DELETE FROM history WHERE seq IN (SELECT seq FROM history ORDER BY seq LIMIT ?)",
-                        (drop_oldest,),
-                    )
-                # A prompt id run again replaces its old entry, and moves to the end.
                 db.execute(
-                    "INSERT OR REPLACE INTO history (prompt_id, entry, timing) VALUES (?, ?, ?)",
-                    (prompt_id, json.dumps(entry), json.dumps(timing)),
+                    "DELETE FROM history WHERE seq IN (SELECT seq FROM history ORDER BY seq LIMIT ?)", (drop_oldest,)
                 )
+                db.execute(insert, values)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

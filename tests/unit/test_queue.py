@@ -159,3 +159,16 @@ def test_a_file_in_the_earlier_table_layout_still_works(tmp_path):
     queue.finish(waiting, {"prompt": waiting.as_list(), "outputs": {}, "status": {}, "meta": {}})
     _run(queue, "new")
     assert [pid for pid, _, _ in restart(queue).store.history()] == ["old", "waiting", "new"]
+
+
+def test_the_counter_carries_on_from_the_stored_prompts_front_ones_and_history_included(tmp_path):
+    queue = make_queue(tmp_path)
+    _run(queue, "done")  # number 0, now in the history
+    queue.put(item(queue, "waiting"))  # number 1
+    queue.put(item(queue, "front", number=-queue.next_number()))  # number -2
+    queue.put(item(queue, "own-number", number=99.5))  # a client's own number is not counted
+    assert restart(queue).next_number() == 3
+    only_history = make_queue(tmp_path / "other")
+    for prompt_id in ("a", "b"):
+        _run(only_history, prompt_id)
+    assert restart(only_history).next_number() == 2
