@@ -35,7 +35,9 @@ MAX_PNG_KEYWORD = 79
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     """One IMAGE item [height, width, channels] → an 8-bit PIL image (L, RGB or RGBA)."""
-    pixels = image.detach().to("cpu", torch.float32).numpy()
+    if image.requires_grad or image.device.type != "cpu" or image.dtype != torch.float32:
+        image = image.detach().to("cpu", torch.float32)
+    pixels = image.numpy()  # no torch call on the usual path: each one lets the GIL go
     data = np.clip(255.0 * pixels, 0, 255).astype(np.uint8)
     channels = data.shape[-1] if data.ndim == 3 else 0
     if channels == 1:

@@ -15,6 +15,7 @@ import string
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -137,7 +138,7 @@ class SaveImage:
         self, images: torch.Tensor, filename_prefix: str = "ComfyUI", prompt: Any = None, extra_pnginfo: Any = None
     ) -> dict[str, Any]:
         filename_prefix += self.prefix_append
-        height, width = images[0].shape[0], images[0].shape[1]
+        height, width = images.shape[1], images.shape[2]
         folder, stem, counter, subfolder, _ = get_save_image_path(filename_prefix, self.output_dir, width, height)
         metadata = None if runtime.settings().disable_metadata else png_metadata(prompt, extra_pnginfo)
         results = []
@@ -290,8 +291,11 @@ class EmptyImage:
 
     def generate(self, width: int, height: int, batch_size: int = 1, color: int = 0) -> tuple[torch.Tensor]:
         rgb = [((color >> shift) & 0xFF) / 0xFF for shift in (16, 8, 0)]
-        pixel = torch.tensor(rgb, dtype=torch.float32)
-        return (pixel.expand(batch_size, height, width, 3).clone(memory_format=torch.contiguous_format),)
+        # Filled in numpy and wrapped once: each torch call lets the GIL go, and a tiny image
+        # would spend more on those hand-offs to the server's event loop than on the pixels.
+        pixels = np.empty((batch_size, height, width, 3), dtype=np.float32)
+        pixels[...] = rgb
+        return (torch.from_numpy(pixels),)
 
 
 NODE_CLASS_MAPPINGS = {
