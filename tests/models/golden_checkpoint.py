@@ -1,4 +1,5 @@
-"""The golden random-weight checkpoints (sd15-mini, lora-mini), generated from their manifests.
+"""The golden random-weight checkpoints (sd15-mini, lora-mini; sd15 for GPU benchmarks), generated
+from their manifests.
 
 Every tensor is a pure function of its key and shape (../shared/golden/RECIPE.md, "Values"):
 a PCG64 normal stream seeded with the CRC32 of the key, scaled by kind (bias, norm weight, or
@@ -34,8 +35,11 @@ CACHE = REPO / ".cache" / "golden"
 CONTENT_SHA256 = {
     "sd15-mini": "277474ae405f8311a64003bdd0fa439961db0791787589ef4bbef1a110f01f7e",
     "lora-mini": "7d48b91d37511b44b5b0a4f41447802e7bfd3386a4d065f92ac6d64e60159267",
+    # Full-size SD1.5 (~2.1 GB, ~30 s CPU to generate): for bench/sd_txt2img.py, not the tests.
+    "sd15": "cfe21bf1d136f4b86fe107f86db7d4d00a9503e4b0ce338fabe10d84283e03ea",
 }
-FILE_NAMES = {"sd15-mini": "sd15-mini.safetensors", "lora-mini": "lora-mini.safetensors"}
+FILE_NAMES = {"sd15-mini": "sd15-mini.safetensors", "lora-mini": "lora-mini.safetensors",
+              "sd15": "sd15.safetensors"}
 
 
 class GoldenMismatch(AssertionError):
