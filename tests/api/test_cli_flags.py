@@ -15,9 +15,9 @@ def test_extra_model_paths_config_lists_models_from_elsewhere(make_server, tmp_p
     (elsewhere / "models" / "Stable-diffusion" / "far.safetensors").write_bytes(b"{}")
     config = tmp_path / "extra_model_paths.yaml"
     config.write_text(f"a111:\n    base_path: {elsewhere}\n    checkpoints: models/Stable-diffusion\n")
-    srv = make_server("--extra-model-paths-config", str(config), "--fp16-vae")
+    srv = make_server("--extra-model-paths-config", str(config), "--fast")
     assert get(srv.url, "/models/checkpoints").json() == ["far.safetensors"]
-    assert "--fp16-vae is accepted for ComfyUI compatibility but has no effect yet" in srv.log()
+    assert "--fast is accepted for ComfyUI compatibility but has no effect yet" in srv.log()
 
 
 def test_quick_test_for_ci_starts_then_exits_cleanly(tmp_path):
