@@ -2,8 +2,7 @@
 
 Measures from outside the process: start-up until /system_stats answers (and until nodes are
 loaded), POST /prompt latency on an idle queue, throughput of distinct tiny prompts completed
-as seen on the websocket (one client and several; posted with aiohttp's client and with a lean
-keep-alive poster, since the client shares the cores), the server's CPU time per prompt in each
+as seen on the websocket (one client and several), the server's CPU time per prompt in each
 burst (steadier than the rate on a VM whose speed varies), GET /object_info latency, and RSS.
 
     .venv/bin/python bench/server_overhead.py [--out bench/results] [--clients 4] [--prompts 200]
@@ -67,47 +66,6 @@ async def wait_http(session: aiohttp.ClientSession, url: str, proc: subprocess.P
             pass
         await asyncio.sleep(0.005)
     raise RuntimeError(f"{url} did not answer in {timeout}s")
-
-
-class RawPoster:
-    """One keep-alive HTTP/1.1 connection that posts JSON and reads the answer, with nothing else.
-
-    aiohttp's client spends ~0.2 ms of CPU per request; the benchmark client shares the machine's
-    two cores with the server, so the burst is measured with this lean poster as well, to show
-    what the server itself sustains.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: dict) -> tuple[int, dict]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        assert self.reader is not None
-        payload = json.dumps(body).encode()
-        self.writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload
-        )
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
-        return status, json.loads(await self.reader.readexactly(length))
-
-    async def post_prompt(self, body: dict) -> tuple[str, float]:
-        """POST /prompt: (prompt id, milliseconds until the answer)."""
-        t0 = time.perf_counter()
-        status, answer = await self.post("/prompt", body)
-        if status != 200:
-            raise RuntimeError(answer)
-        return answer["prompt_id"], (time.perf_counter() - t0) * 1000
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -187,35 +145,28 @@ async def run(args: argparse.Namespace) -> dict:
                 await completion.future(prompt_id)
             results["post_idle_p50_ms"], results["post_idle_p99_ms"] = pct(latencies, 0.5), pct(latencies, 0.99)
 
-            # 2. Throughput: distinct tiny prompts posted back to back by N clients, each client
-            # with aiohttp's client and with the lean RawPoster (one connection per client).
+            # 2. Throughput: distinct tiny prompts posted back to back by N clients.
             for clients in sorted({1, args.clients}):
-                for kind in ("aiohttp", "raw"):
-                    burst: list[float] = []
-                    ids: list[str] = []
-                    per_client = args.prompts // clients
-                    raw = [RawPoster("127.0.0.1", port) for _ in range(clients)]
-                    senders = [post] * clients if kind == "aiohttp" else [conn.post_prompt for conn in raw]
+                burst: list[float] = []
+                ids: list[str] = []
+                per_client = args.prompts // clients
 
-                    async def poster(send, count: int, burst: list[float], ids: list[str]) -> None:
-                        for _ in range(count):
-                            prompt_id, ms = await send({"prompt": tiny_prompt(next(color)), "client_id": client_id})
-                            burst.append(ms)
-                            ids.append(prompt_id)
+                async def poster(count: int, burst: list[float], ids: list[str]) -> None:
+                    for _ in range(count):
+                        prompt_id, ms = await post({"prompt": tiny_prompt(next(color)), "client_id": client_id})
+                        burst.append(ms)
+                        ids.append(prompt_id)
 
-                    cpu0 = cpu_seconds(proc.pid)
-                    t0 = time.perf_counter()
-                    await asyncio.gather(*(poster(send, per_client, burst, ids) for send in senders))
-                    await asyncio.gather(*(completion.future(i) for i in ids))
-                    elapsed = time.perf_counter() - t0
-                    server_cpu = cpu_seconds(proc.pid) - cpu0
-                    for poster_conn in raw:
-                        poster_conn.close()
-                    suffix = "" if kind == "aiohttp" else "_raw"
-                    results[f"throughput_{clients}_clients{suffix}_per_s"] = len(ids) / elapsed
-                    results[f"post_burst_{clients}_clients{suffix}_p50_ms"] = pct(burst, 0.5)
-                    results[f"post_burst_{clients}_clients{suffix}_p99_ms"] = pct(burst, 0.99)
-                    results[f"server_cpu_{clients}_clients{suffix}_us_per_prompt"] = server_cpu / len(ids) * 1e6
+                cpu0 = cpu_seconds(proc.pid)
+                t0 = time.perf_counter()
+                await asyncio.gather(*(poster(per_client, burst, ids) for _ in range(clients)))
+                await asyncio.gather(*(completion.future(i) for i in ids))
+                elapsed = time.perf_counter() - t0
+                server_cpu = cpu_seconds(proc.pid) - cpu0
+                results[f"throughput_{clients}_clients_per_s"] = len(ids) / elapsed
+                results[f"post_burst_{clients}_clients_p50_ms"] = pct(burst, 0.5)
+                results[f"post_burst_{clients}_clients_p99_ms"] = pct(burst, 0.99)
+                results[f"server_cpu_{clients}_clients_us_per_prompt"] = server_cpu / len(ids) * 1e6
 
             # 3. GET /object_info.
             info = []
