@@ -175,8 +175,8 @@ class PromptQueue:
             data["sid"] = sid
         return data
 
-    def send_status(self, wake: bool = True) -> None:
-        self.hub.send("status", self.status_payload(), wake=wake)
+    def send_status(self) -> None:
+        self.hub.send("status", self.status_payload())
 
     # -- reading ---------------------------------------------------------------------------
     def snapshot(self) -> tuple[list[QueueItem], list[QueueItem]]:

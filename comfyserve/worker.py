@@ -24,14 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# Events the worker emits in quick succession: queued without waking the event loop; the next
-# `executing` (a node starts, or the prompt is over) or progress report delivers them.
-BATCHED_EVENTS = frozenset({
-    "execution_start", "execution_cached", "executed", "progress", "progress_state",
-    "execution_success", "execution_error", "execution_interrupted",
-})
-
-
 class ClientSink:
     """Execution events go to the submitting client only; without one, only progress_state
     is sent, to everyone (ComfyUI's addressing)."""
@@ -46,14 +38,10 @@ class ClientSink:
         if event == "executing":
             self.queue.current_node = data.get("node")
         if self.client_id is not None:
-            self.hub.send(event, data, self.client_id, wake=event not in BATCHED_EVENTS)
+            self.hub.send(event, data, self.client_id)
 
     def progress_state(self, event: str, data: dict[str, Any]) -> None:
-        self.hub.send(event, data, self.client_id, wake=False)
-
-    def flush(self) -> None:
-        """Deliver what is queued now (a node reported progress and runs on)."""
-        self.hub.wake()
+        self.hub.send(event, data, self.client_id)
 
     def preview(self, node_id: str, preview: tuple[str, bytes], before_progress: bool) -> None:
         """A binary preview frame in the layout this client understands (ComfyUI's types 1 and 4)."""
@@ -71,10 +59,10 @@ class ClientSink:
                 "image_type": media_type,
             }).encode()
             payload = struct.pack(">I", len(metadata)) + metadata + image
-            self.hub.send_bytes(PREVIEW_IMAGE_WITH_METADATA, payload, self.client_id, wake=False)
+            self.hub.send_bytes(PREVIEW_IMAGE_WITH_METADATA, payload, self.client_id)
         elif not wants_metadata and not before_progress:
             image_format = 2 if media_type == "image/png" else 1
-            self.hub.send_bytes(PREVIEW_IMAGE, struct.pack(">I", image_format) + image, self.client_id, wake=False)
+            self.hub.send_bytes(PREVIEW_IMAGE, struct.pack(">I", image_format) + image, self.client_id)
 
 
 def run_worker(queue: PromptQueue, ctx: ServerContext) -> None:
@@ -116,14 +104,7 @@ def apply_free_requests(queue: PromptQueue, executor: Executor, ctx: ServerConte
 
 
 def run_one(queue: PromptQueue, executor: Executor, item: QueueItem) -> None:
-    try:
-        _run_one(queue, executor, item)
-    finally:
-        queue.hub.wake()  # nothing the prompt queued may wait for the next prompt
-
-
-def _run_one(queue: PromptQueue, executor: Executor, item: QueueItem) -> None:
-    queue.send_status(wake=False)
+    queue.send_status()
     sink = ClientSink(queue, item.client_id, item.prompt_id)
     job = PromptJob(item.prompt_id, item.prompt, item.extra_data, item.outputs_to_execute)
     result = executor.execute(job, sink)
@@ -139,5 +120,5 @@ def _run_one(queue: PromptQueue, executor: Executor, item: QueueItem) -> None:
         queue.hub.send(event, data)  # ComfyUI broadcasts an interrupt of a prompt no client posted
     else:
         sink.send(event, data)
-    queue.send_status(wake=False)
+    queue.send_status()
     sink.send("executing", {"node": None, "prompt_id": item.prompt_id})

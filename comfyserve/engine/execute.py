@@ -176,9 +176,6 @@ class Executor:
                 node_id = order.next_node()
                 if node_id is None:
                     if order.external_blocks:
-                        flush = getattr(run.sink, "flush", None)
-                        if flush is not None:  # what came so far must not wait on the async nodes
-                            flush()
                         await run.unblocked.wait()
                         run.unblocked.clear()
                         continue
@@ -264,7 +261,7 @@ class Executor:
                 if obj is None:
                     obj = self._objects[(node_id, class_type)] = cls()
                 progress.set_current(progress.ProgressReporter(
-                    run.prompt_id, node_id, run.state, run.sink.send, run.sink.preview, getattr(run.sink, "flush", None)))
+                    run.prompt_id, node_id, run.state, run.sink.send, run.sink.preview))
                 if hasattr(obj, "check_lazy_status"):
                     wanted = await self._lazy_inputs_needed(run, node_id, cls, obj, inputs, missing)
                     if wanted:

@@ -59,14 +59,12 @@ class ProgressReporter:
         state: ProgressState,
         send: Send,
         send_preview: SendPreview | None = None,
-        flush: Callable[[], None] | None = None,
     ) -> None:
         self.prompt_id = prompt_id
         self.node_id = node_id
         self.state = state
         self._send = send
         self._send_preview = send_preview
-        self._flush = flush  # delivers the report now: the node runs on after it
 
     def report(self, value: float, maximum: float, preview: Preview | None = None) -> None:
         """`progress` (+ a binary preview frame when given), then the updated state map.
@@ -80,8 +78,6 @@ class ProgressReporter:
         if preview is not None and self._send_preview is not None:
             self._send_preview(self.node_id, preview, False)
         self.state.update(self.node_id, value, maximum)
-        if self._flush is not None:
-            self._flush()
 
 
 # A context variable, so an async node's task (which copies the context it was created in)

@@ -34,8 +34,7 @@ class WebSocketHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sender: asyncio.Task | None = None
         # The outbox: any thread appends; the sender task on the loop takes everything queued.
-        # The loop is woken once per batch, not once per message (the worker emits ~15 per prompt
-        # and wakes it only where a client should see what came so far: see `send(wake=...)`).
+        # The loop is woken once per batch, not once per message (the worker emits ~15 per prompt).
         self._outbox: collections.deque[tuple[str | bytes, str | None]] = collections.deque()
         self._lock = threading.Lock()
         self._wake_scheduled = False
@@ -47,31 +46,21 @@ class WebSocketHub:
         self._sender = loop.create_task(self._drain())
 
     # -- sending -------------------------------------------------------------------------
-    def send(self, event: str, data: Any, sid: str | None = None, wake: bool = True) -> None:
-        """Queue a JSON message for one client (`sid`) or everyone (`sid=None`). Thread-safe.
+    def send(self, event: str, data: Any, sid: str | None = None) -> None:
+        """Queue a JSON message for one client (`sid`) or everyone (`sid=None`). Thread-safe."""
+        self._enqueue((json.dumps({"type": event, "data": data}), sid))
 
-        `wake=False` leaves the message queued until the next one that wakes the sender (or
-        `wake()`): the worker uses it for the bookkeeping messages it emits in quick succession,
-        so the event loop is woken a few times per prompt rather than once per message.
-        """
-        self._enqueue((json.dumps({"type": event, "data": data}), sid), wake)
-
-    def send_bytes(self, event_type: int, payload: bytes, sid: str | None = None, wake: bool = True) -> None:
+    def send_bytes(self, event_type: int, payload: bytes, sid: str | None = None) -> None:
         """Queue a binary frame: 4-byte big-endian event type, then `payload`. Thread-safe."""
-        self._enqueue((struct.pack(">I", event_type) + payload, sid), wake)
+        self._enqueue((struct.pack(">I", event_type) + payload, sid))
 
-    def wake(self) -> None:
-        """Have the sender deliver whatever is queued. Thread-safe."""
-        self._enqueue(None, True)
-
-    def _enqueue(self, item: tuple[str | bytes, str | None] | None, wake: bool) -> None:
+    def _enqueue(self, item: tuple[str | bytes, str | None]) -> None:
         loop, ready = self._loop, self._ready
         if loop is None or ready is None:
             return
         with self._lock:
-            if item is not None:
-                self._outbox.append(item)
-            if self._wake_scheduled or not wake or not self._outbox:
+            self._outbox.append(item)
+            if self._wake_scheduled:
                 return
             self._wake_scheduled = True
         try:

@@ -10,7 +10,7 @@ class RecordingHub:
     def __init__(self):
         self.sent = []
 
-    def send(self, event, data, sid=None, wake=True):
+    def send(self, event, data, sid=None):
         self.sent.append((event, data, sid))
 
 
