@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUILTIN_NODE_MODULE = "nodes"
+# ctx.extras key: callables run (in a thread) once the nodes are loaded, e.g. warming caches.
+ON_NODES_LOADED = "on_nodes_loaded"
 
 
 def load_builtin_nodes(ctx: ServerContext) -> None:
@@ -97,6 +99,11 @@ def start_loading(ctx: ServerContext, app: web.Application | None = None) -> asy
         finally:
             ready.set()
         ctx.queue.start_worker(ctx)
+        for hook in ctx.extras.get(ON_NODES_LOADED, []):
+            try:
+                await asyncio.to_thread(hook)
+            except Exception:
+                log.exception("a start-up task after loading the nodes failed")
 
     return asyncio.get_running_loop().create_task(load())
 

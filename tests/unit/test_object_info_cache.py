@@ -70,3 +70,29 @@ def test_stamp_covers_input_and_every_model_root(tmp_path):
     assert str(tmp_path.resolve() / "output" / "checkpoints") in stamped
     folders.add_model_path("checkpoints", tmp_path / "extra")
     assert str(tmp_path / "extra") in {path for path, _ in listing_stamp(folders)}
+
+
+def test_object_info_is_built_once_the_nodes_are_loaded(tmp_path):
+    import asyncio
+
+    from comfyserve.cli import build_parser, settings_from_args
+    from comfyserve.engine.loader import start_loading
+    from comfyserve.server.app import create_app
+    from comfyserve.server.context import CONTEXT
+
+    settings = settings_from_args(build_parser().parse_args(
+        ["--base-directory", str(tmp_path), "--disable-all-custom-nodes"]))
+    app = create_app(settings)
+    ctx = app[CONTEXT]
+
+    async def load() -> None:
+        await start_loading(ctx, app)
+
+    try:
+        asyncio.run(load())
+        cached = ctx.registry._info_cache
+        assert cached is not None and cached[0] == listing_stamp(ctx.folders)
+        assert "KSampler" in json.loads(cached[1])
+    finally:
+        ctx.queue.stop_worker()
+        ctx.queue.store.close()

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError
 
 from comfyserve import logbuffer, nodepack_files, sysinfo
-from comfyserve.engine.loader import nodes_ready
+from comfyserve.engine.loader import ON_NODES_LOADED, nodes_ready
 from comfyserve.paths import HIDDEN_MODEL_FOLDERS, MODEL_EXTENSIONS, Folders
 from comfyserve.server.context import ServerContext, context_of
 from comfyserve.server.features import feature_flags
@@ -27,10 +27,15 @@ LOG_BUFFER = "log_buffer"
 
 
 def setup(app: web.Application, ctx: ServerContext) -> None:
-    """Start keeping log lines for `/internal/logs`, and push them to subscribed websockets."""
+    """Keep log lines for `/internal/logs` (pushed to subscribed websockets); warm /object_info."""
     buffer = logbuffer.install()
     buffer.set_sink(_websocket_sink(ctx.hub))
     ctx.extras[LOG_BUFFER] = buffer
+    # Build /object_info once the nodes are in, so the first client (the web UI's first load)
+    # gets the cached bytes instead of paying for lazy imports such as the sampler list.
+    ctx.extras.setdefault(ON_NODES_LOADED, []).append(
+        lambda: ctx.registry.object_info_bytes(lambda: listing_stamp(ctx.folders))
+    )
 
 
 def _websocket_sink(hub: WebSocketHub) -> logbuffer.Sink:
