@@ -93,6 +93,7 @@ class PromptQueue:
         self.free_requests: dict[str, bool] = {}
         # Callbacks waiting for a prompt to finish (POST /api/v1/prompts blocks on them).
         self._done_callbacks: dict[str, list[Callable[[HistoryRecord], None]]] = {}
+        hub.busy = lambda: bool(self._heap)
         self._restore()
 
     # -- start-up recovery ---------------------------------------------------------------

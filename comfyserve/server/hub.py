@@ -1,7 +1,8 @@
 """The websocket hub: which sockets are open, and one ordered outbox to them.
 
 Every message — from route handlers or from the worker thread — goes through one queue and
-one sender task, so clients see events in the order they were emitted.
+one sender task, so clients see events in the order they were emitted. The sender takes what
+has gathered, delivers it, and keeps collecting while prompts are waiting (`BATCH_INTERVAL`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,20 @@ import json
 import logging
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 log = logging.getLogger(__name__)
+
+# While prompts wait in the queue, the sender delivers at most this often (seconds). Each turn
+# of the event loop thread between the worker's steps moves the interpreter's state to the
+# other core and back, which costs a tiny prompt more than its own work; gathering a few
+# prompts' events per turn cut the server's CPU per tiny prompt by ~8 % in interleaved runs.
+# With nothing waiting, events go out at once (a client posting one prompt at a time never
+# waits for this).
+BATCH_INTERVAL = 0.005
 
 # Binary frame event types (first 4 bytes, big-endian), as ComfyUI numbers them.
 PREVIEW_IMAGE = 1
@@ -39,6 +49,8 @@ class WebSocketHub:
         self._lock = threading.Lock()
         self._wake_scheduled = False
         self._ready: asyncio.Event | None = None
+        # True while prompts wait in the queue (the queue sets it): events may then gather.
+        self.busy: Callable[[], bool] = lambda: False
 
     def attach_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -83,16 +95,29 @@ class WebSocketHub:
         with self._lock:
             items = list(self._outbox)
             self._outbox.clear()
-            self._wake_scheduled = False
             return items
+
+    def _stand_down(self) -> bool:
+        """Stop collecting unless something arrived meanwhile (then keep going)."""
+        with self._lock:
+            if self._outbox:
+                return False
+            self._wake_scheduled = False
+            return True
 
     async def _drain(self) -> None:
         assert self._ready is not None
         while True:
             await self._ready.wait()
             self._ready.clear()
-            for message, sid in self._take_all():
-                await self._deliver(message, sid)
+            while True:
+                for message, sid in self._take_all():
+                    await self._deliver(message, sid)
+                if self.busy():
+                    # Prompts are waiting: let the next ones' events gather (see BATCH_INTERVAL).
+                    await asyncio.sleep(BATCH_INTERVAL)
+                if self._stand_down():
+                    break
 
     async def _deliver(self, message: str | bytes, sid: str | None) -> None:
         if sid is None:
