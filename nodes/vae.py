@@ -13,6 +13,11 @@ from typing import Any
 import torch
 
 
+def _frames_as_batch(images: torch.Tensor) -> torch.Tensor:
+    """A video VAE's [batch, frames, H, W, C] decode as IMAGE items; images pass as they are."""
+    return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+
 class VAEDecode:
     @classmethod
     def INPUT_TYPES(cls) -> dict[str, Any]:
@@ -29,10 +34,7 @@ class VAEDecode:
         latent = samples["samples"]
         if getattr(latent, "is_nested", False):
             latent = latent.unbind()[0]
-        images = vae.decode(latent)
-        if images.ndim == 5:  # video VAEs: frames become batch items
-            images = images.reshape(-1, *images.shape[-3:])
-        return (images,)
+        return (_frames_as_batch(vae.decode(latent)),)
 
 
 class VAEDecodeTiled:
@@ -59,11 +61,8 @@ class VAEDecodeTiled:
         if tile_size < overlap * 4:
             overlap = tile_size // 4
         compression = vae.spacial_compression_decode()
-        images = vae.decode_tiled(samples["samples"], tile_x=tile_size // compression, tile_y=tile_size // compression,
-                                  overlap=overlap // compression)
-        if images.ndim == 5:
-            images = images.reshape(-1, *images.shape[-3:])
-        return (images,)
+        return (_frames_as_batch(vae.decode_tiled(samples["samples"], tile_x=tile_size // compression,
+                                                  tile_y=tile_size // compression, overlap=overlap // compression)),)
 
 
 class VAEEncode:
