@@ -29,7 +29,7 @@ def test_kill_9_loses_nothing(make_server, tmp_path):
     submit(first.url, tiny(1), "done-before")
     wait_history(first.url, "done-before")
 
-    submit(first.url, slow(2), "slow")
+    submit(first.url, slow(2, steps=1000), "slow")  # killed twice, never finishes
     wait_running(first.url, "slow")
     for i in range(3):
         submit(first.url, tiny(10 + i), f"pending-{i}")

@@ -44,7 +44,7 @@ def test_queued_and_finished_jobs(server):
     both = dict(tiny(1, prefix="jobs"), **{"4": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}})
     done = post(server.url, "/prompt", {"prompt": both, "prompt_id": "job-done"}).json()
     wait_history(server.url, "job-done")
-    running = post(server.url, "/prompt", {"prompt": slow(2, steps=200), "prompt_id": "job-running"}).json()
+    running = post(server.url, "/prompt", {"prompt": slow(2, steps=1000), "prompt_id": "job-running"}).json()
     wait_running(server.url, "job-running")
     pending = [post(server.url, "/prompt", {"prompt": tiny(10 + i), "prompt_id": f"job-pending-{i}"}).json()
                for i in range(3)]

@@ -38,7 +38,7 @@ def test_numbers_front_and_explicit(server):
 def test_queue_shapes_delete_clear_and_interrupt(server, ws):
     ws.frames.clear()
     running_id = post(server.url, "/prompt", {
-        "prompt": slow(20, steps=200), "client_id": "qsub",
+        "prompt": slow(20, steps=1000), "client_id": "qsub",
         "extra_data": {"custom_field": {"a": 1}, "api_key_comfy_org": "secret"},
     }).json()["prompt_id"]
     wait_running(server.url, running_id)
@@ -86,7 +86,7 @@ def test_queue_shapes_delete_clear_and_interrupt(server, ws):
 
 
 def test_interrupt_targets_the_named_prompt(server, ws):
-    running_id = post(server.url, "/prompt", {"prompt": slow(40, steps=200), "client_id": "qsub"}).json()["prompt_id"]
+    running_id = post(server.url, "/prompt", {"prompt": slow(40, steps=1000), "client_id": "qsub"}).json()["prompt_id"]
     wait_running(server.url, running_id)
     assert post(server.url, "/interrupt", {"prompt_id": running_id}).status == 200
     frames = ws.until_done(running_id)
@@ -94,7 +94,7 @@ def test_interrupt_targets_the_named_prompt(server, ws):
 
 
 def test_reconnect_mid_run_gets_current_node_then_the_rest(server, ws):
-    running_id = post(server.url, "/prompt", {"prompt": slow(50, steps=40), "client_id": "qsub"}).json()["prompt_id"]
+    running_id = post(server.url, "/prompt", {"prompt": slow(50, steps=150), "client_id": "qsub"}).json()["prompt_id"]
     ws.until(lambda f: f["type"] == "executing" and f["data"].get("node") == "101")
     again = WsClient(server.ws_url, "qsub")
     hello = again.recv()
@@ -168,7 +168,7 @@ def test_interrupting_a_prompt_posted_without_client_id_is_broadcast(server):
     # broadcast flag); every other execution event of such a prompt goes nowhere.
     watcher = WsClient(server.ws_url, "watcher")
     watcher.recv()
-    prompt_id = post(server.url, "/prompt", {"prompt": slow(41, steps=200)}).json()["prompt_id"]
+    prompt_id = post(server.url, "/prompt", {"prompt": slow(41, steps=1000)}).json()["prompt_id"]
     wait_running(server.url, prompt_id)
     assert post(server.url, "/interrupt", {"prompt_id": prompt_id}).status == 200
     frames = watcher.until(lambda f: isinstance(f, dict) and f["type"] == "execution_interrupted")

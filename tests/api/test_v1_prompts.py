@@ -94,7 +94,7 @@ def test_multipart_with_files(server):
 
 def test_full_queue_is_429(make_server):
     srv = make_server("--max-queue-size", "1")
-    running = post(srv.url, "/prompt", {"prompt": slow(99, steps=100)}).json()["prompt_id"]
+    running = post(srv.url, "/prompt", {"prompt": slow(99, steps=1000)}).json()["prompt_id"]
     wait_running(srv.url, running)
     reply = post(srv.url, "/api/v1/prompts", tiny(1))
     assert reply.status == 429

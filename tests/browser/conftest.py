@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tests.browser.ui import VIEWPORT, UiPage, chromium_available, launch_browse
 from tests.serverproc import REPO, ServerProcess
 
 ARTIFACTS = REPO / "test-artifacts" / "browser"
+PACKS = REPO / "tests" / "packs"
 # The UI's settings after its first start (templates browser seen and closed).
 SEEN_TUTORIAL = {"Comfy.TutorialCompleted": True}
 
@@ -63,12 +65,16 @@ def _stem(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def start_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """`start_server(frontend, *args, first_start=False)`: a comfyserve process serving that UI
-    build; unless `first_start`, its user already closed the templates browser once."""
+    """`start_server(frontend, *args, first_start=False, packs=())`: a comfyserve process serving
+    that UI build; unless `first_start`, its user already closed the templates browser once;
+    `packs` names test node packs (tests/packs/) copied into its custom_nodes/."""
     started: list[ServerProcess] = []
 
-    def start(frontend: str = frontends.INSTALLED, *args: str, first_start: bool = False) -> ServerProcess:
+    def start(frontend: str = frontends.INSTALLED, *args: str, first_start: bool = False,
+              packs: tuple[str, ...] = ()) -> ServerProcess:
         base = tmp_path / f"base{len(started)}"
+        for pack in packs:
+            shutil.copytree(PACKS / pack, base / "custom_nodes" / pack)
         # ComfyUI ships input/example.png, LoadImage's default; without a file its combo is
         # empty and the UI asks /view for "undefined".
         (base / "input").mkdir(parents=True)
