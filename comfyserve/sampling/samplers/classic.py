@@ -30,6 +30,17 @@ def _churn(x, sigma, gamma: float, s_noise: float, noise=None):
     return x, sigma_hat
 
 
+def _churned_denoise(run: SamplerRun, x, i: int, sigma, n_steps: int, s_churn: float, s_tmin: float, s_tmax: float,
+                     s_noise: float):
+    """The start of a churned step: raise x to sigma_hat (only when s_churn > 0), denoise there and
+    report the step; returns (x, sigma_hat, denoised)."""
+    gamma = _churn_gamma(sigma, n_steps, s_churn, s_tmin, s_tmax) if s_churn > 0 else 0.0
+    x, sigma_hat = _churn(x, sigma, gamma, s_noise)
+    denoised = run.denoise(x, sigma_hat)
+    run.report(i, x, sigma, denoised, sigma_hat)
+    return x, sigma_hat, denoised
+
+
 def _log_midpoint(sigma_a, sigma_b):
     """The geometric mean of two sigmas (the midpoint in log sigma)."""
     return sigma_a.log().lerp(sigma_b.log(), 0.5).exp()
@@ -49,10 +60,7 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
     with optional churn."""
     run = SamplerRun(model, x, extra_args, callback)
     for i, sigma, sigma_next in intervals(sigmas):
-        gamma = _churn_gamma(sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax) if s_churn > 0 else 0.0
-        x, sigma_hat = _churn(x, sigma, gamma, s_noise)
-        denoised = run.denoise(x, sigma_hat)
-        run.report(i, x, sigma, denoised, sigma_hat)
+        x, sigma_hat, denoised = _churned_denoise(run, x, i, sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax, s_noise)
         x = euler_move(x, slope(x, sigma_hat, denoised), sigma_hat, sigma_next)
     return x
 
@@ -80,11 +88,8 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     """Heun's trapezoidal correction (Karras et al. 2022, Algorithm 2); the step to sigma 0 stays Euler."""
     run = SamplerRun(model, x, extra_args, callback)
     for i, sigma, sigma_next in intervals(sigmas):
-        gamma = _churn_gamma(sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax) if s_churn > 0 else 0.0
-        x, sigma_hat = _churn(x, sigma, gamma, s_noise)
-        denoised = run.denoise(x, sigma_hat)
+        x, sigma_hat, denoised = _churned_denoise(run, x, i, sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax, s_noise)
         direction = slope(x, sigma_hat, denoised)
-        run.report(i, x, sigma, denoised, sigma_hat)
         predicted = euler_move(x, direction, sigma_hat, sigma_next)
         if sigma_next == 0:
             x = predicted
@@ -144,11 +149,8 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
     to sigma 0 stays Euler."""
     run = SamplerRun(model, x, extra_args, callback)
     for i, sigma, sigma_next in intervals(sigmas):
-        gamma = _churn_gamma(sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax) if s_churn > 0 else 0.0
-        x, sigma_hat = _churn(x, sigma, gamma, s_noise)
-        denoised = run.denoise(x, sigma_hat)
+        x, sigma_hat, denoised = _churned_denoise(run, x, i, sigma, len(sigmas) - 1, s_churn, s_tmin, s_tmax, s_noise)
         direction = slope(x, sigma_hat, denoised)
-        run.report(i, x, sigma, denoised, sigma_hat)
         if sigma_next == 0:
             x = euler_move(x, direction, sigma_hat, sigma_next)
         else:
