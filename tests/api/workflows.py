@@ -1,4 +1,5 @@
-"""Prompts the black-box tests post: tiny ones and a slow one (a chain of image resamples)."""
+"""Prompts the black-box tests post: tiny ones, a slow one (a chain of image resamples) and a
+text-to-image run of the generated sd15-mini checkpoint."""
 
 from __future__ import annotations
 
@@ -33,3 +34,18 @@ def slow(color: int, steps: int = 60, size: int = 1024) -> dict:
         previous = node
     prompt["9"] = {"class_type": "SaveImage", "inputs": {"images": [previous, 0], "filename_prefix": f"slow{color}"}}
     return prompt
+
+
+def sd_txt2img(width: int = 64, height: int = 64, steps: int = 2, seed: int = 11) -> dict:
+    """sd15-mini text to image (KSampler, euler, normal, cfg 6), decoded into a PreviewImage."""
+    return {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15-mini.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
+            "seed": seed, "steps": steps, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    }

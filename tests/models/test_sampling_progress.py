@@ -12,22 +12,9 @@ import pytest
 from PIL import Image
 
 from tests.api.client import WsClient, post
+from tests.api.workflows import sd_txt2img
 from tests.models.golden_checkpoint import link_into
 from tests.serverproc import ServerProcess
-
-
-def txt2img(steps: int, seed: int) -> dict:
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15-mini.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
-            "seed": seed, "steps": steps, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
-        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
-    }
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +41,14 @@ def sampler_frames(frames):
 
 
 def test_progress_per_step_and_no_previews_by_default(sd_server):
-    frames = run(sd_server, txt2img(steps=3, seed=1))
+    frames = run(sd_server, sd_txt2img(steps=3, seed=1))
     steps = [(f["data"]["value"], f["data"]["max"]) for f in sampler_frames(frames)]
     assert steps == [(1, 3), (2, 3), (3, 3)]
     assert not [f for f in frames if isinstance(f, bytes)]
 
 
 def test_latent2rgb_previews_follow_each_progress(sd_server):
-    frames = run(sd_server, txt2img(steps=3, seed=2), {"preview_method": "latent2rgb"})
+    frames = run(sd_server, sd_txt2img(steps=3, seed=2), {"preview_method": "latent2rgb"})
     kinds = ["binary" if isinstance(f, bytes) else "progress" for f in sampler_frames(frames)]
     assert kinds == ["progress", "binary"] * 3
     for frame in (f for f in frames if isinstance(f, bytes)):
@@ -73,7 +60,7 @@ def test_latent2rgb_previews_follow_each_progress(sd_server):
 def test_interrupt_takes_effect_within_one_step(sd_server):
     client = WsClient(sd_server.ws_url, uuid.uuid4().hex)
     client.recv()
-    prompt_id = post(sd_server.url, "/prompt", {"prompt": txt2img(steps=60, seed=3),
+    prompt_id = post(sd_server.url, "/prompt", {"prompt": sd_txt2img(steps=60, seed=3),
                                                 "client_id": client.client_id}).json()["prompt_id"]
     client.until(lambda f: isinstance(f, dict) and f["type"] == "progress", timeout=240)
     assert post(sd_server.url, "/interrupt", {"prompt_id": prompt_id}).status == 200

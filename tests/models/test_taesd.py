@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from comfyserve.models.files import ModelFileError
 from comfyserve.models.taesd import build_decoder, decoder_state_dict, load_decoder, load_decoder_file
 from tests.api.client import WsClient, post
+from tests.api.workflows import sd_txt2img
 from tests.models.golden_checkpoint import link_into
 from tests.models.taesd_reference import constant_colour_decoder, random_decoder, write_decoder
 from tests.serverproc import ServerProcess
@@ -96,20 +97,6 @@ COLOUR = (1.0, 0.0, 0.5)  # the decoder's raw output: R full, G none, B half
 EXPECTED_RGB = (255, 0, 127)  # after [0,1] → [-1,1] → ComfyUI's preview conversion
 
 
-def txt2img(width: int, height: int) -> dict:
-    return {
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd15-mini.safetensors"}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["1", 1]}},
-        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
-        "5": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
-            "seed": 11, "steps": 2, "cfg": 6.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
-        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
-        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
-    }
-
-
 @pytest.fixture(scope="module")
 def taesd_server(tmp_path_factory, sd15_mini_checkpoint):
     base = tmp_path_factory.mktemp("taesd")
@@ -143,7 +130,7 @@ def is_colour(picture: Image.Image, rgb: tuple[int, int, int], tolerance: int = 
 
 
 def test_taesd_preview_frames_come_from_the_decoder_file(taesd_server):
-    images = preview_images(taesd_server, txt2img(96, 64), {"preview_method": "taesd"})
+    images = preview_images(taesd_server, sd_txt2img(96, 64), {"preview_method": "taesd"})
     assert len(images) == 2  # one per step
     # A 96×64 image: 12×8 latent → 96×64 decoded → enlarged to fit the 512 preview size.
     expected_size = ImageOps.contain(Image.new("RGB", (96, 64)), (512, 512)).size
@@ -154,7 +141,7 @@ def test_taesd_preview_frames_come_from_the_decoder_file(taesd_server):
 
 
 def test_auto_is_latent2rgb_even_with_the_decoder_present(taesd_server):
-    images = preview_images(taesd_server, txt2img(64, 64), {"preview_method": "auto"})
+    images = preview_images(taesd_server, sd_txt2img(64, 64), {"preview_method": "auto"})
     assert len(images) == 2
     for picture in images:
         assert picture.size == (512, 512)
