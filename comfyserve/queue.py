@@ -69,6 +69,14 @@ class HistoryRecord:
     timing: dict[str, Any]
 
 
+def _next_number(numbers: list[Any]) -> int:
+    """Where ComfyUI's `number` counter carries on after the stored prompts: one past every
+    number it gave out. Those are whole (negative for `front`); a client's own `number` may be
+    any float and is not counted."""
+    counted = [abs(n) for n in numbers if type(n) is int]
+    return max(counted) + 1 if counted else 0
+
+
 class PromptQueue:
     """Pending prompts, the running one, and the finished ones; thread-safe."""
 
@@ -119,7 +127,9 @@ class PromptQueue:
             heapq.heappush(self._heap, (item.number, item.seq, item))
             self._pending[item.prompt_id] = item
         self._seq = itertools.count(seq + 1)
-        self._number = self.store.counter()
+        numbers = [(record.entry.get("prompt") or [None])[0] for record in self.history.values()]
+        numbers += [item.number for item in self._pending.values()]
+        self._number = max(self.store.saved_counter(), _next_number(numbers))
 
     def _fail_abandoned(self, item: QueueItem) -> None:
         ts = now_ms()

@@ -97,23 +97,12 @@ class Store:
                 (prompt_id, seq, json.dumps(item)),
             )
 
-    def counter(self) -> int:
-        """Where ComfyUI's `number` counter carries on: one past every counted number stored.
-
-        Numbers the counter gave out are whole (negative for `front`); a client's own `number`
-        may be any float and is not counted. Files from earlier versions also kept the counter in
-        `meta`, which still counts as a lower bound.
-        """
+    def saved_counter(self) -> int:
+        """The number counter as files from earlier versions kept it in `meta` (0 if none); the
+        queue now derives it from the prompts it loads, with this as a lower bound."""
         with self._lock:
-            row = self._db.execute(
-                """SELECT max(
-                       coalesce((SELECT value FROM meta WHERE key='counter'), 0),
-                       coalesce((SELECT max(abs(json_extract(item, '$[0]'))) + 1 FROM prompts
-                                 WHERE json_type(item, '$[0]') = 'integer'), 0),
-                       coalesce((SELECT max(abs(json_extract(entry, '$.prompt[0]'))) + 1 FROM history
-                                 WHERE json_type(entry, '$.prompt[0]') = 'integer'), 0))"""
-            ).fetchone()
-        return int(row[0])
+            row = self._db.execute("SELECT value FROM meta WHERE key='counter'").fetchone()
+        return int(row[0]) if row else 0
 
     def mark_running(self, prompt_id: str, started_at: int) -> None:
         with self._lock:
