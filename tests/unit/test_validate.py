@@ -4,7 +4,7 @@ from the captured /object_info."""
 
 import copy
 import json
-import time
+import sys
 
 import pytest
 
@@ -741,25 +741,27 @@ def test_cycle_through_an_optional_input_only_blames_closing_links(registry):
     assert [e["extra_info"]["input_name"] for e in mask_errors] == ["mask"]
 
 
-def test_long_chain_is_fast_and_does_not_recurse(registry):
+def _stack_depth() -> int:
+    frame, depth = sys._getframe(), 0
+    while frame is not None:
+        frame, depth = frame.f_back, depth + 1
+    return depth
+
+
+def test_a_long_chain_validates_without_recursing(registry):
+    # Speed is the benchmark's business (POST /prompt latency in bench/server_overhead.py); here:
+    # a 5,000-node chain validates with room for only a few dozen more stack frames.
     prompt = {"0": src()}
     for i in range(1, 5000):
         prompt[str(i)] = node("Filter", image=[str(i - 1), 0])
     prompt["out"] = node("Show", images=["4999", 0])
-    started = time.perf_counter()
-    result = validate_prompt(prompt, registry)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(_stack_depth() + 60)
+    try:
+        result = validate_prompt(prompt, registry)
+    finally:
+        sys.setrecursionlimit(limit)
     assert result.ok
-    assert time.perf_counter() - started < 2.0
-
-
-def test_typical_prompt_validates_in_well_under_a_millisecond(registry):
-    prompt = chain()
-    prompt["4"] = node("Show", images=["1", 0])
-    runs = 200
-    started = time.perf_counter()
-    for _ in range(runs):
-        validate_prompt(copy.deepcopy(prompt), registry)
-    assert (time.perf_counter() - started) / runs < 0.001
 
 
 # -- ComfyUI's captured bodies ----------------------------------------------------------------
