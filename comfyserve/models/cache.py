@@ -64,9 +64,9 @@ class ModelCache:
         return len(self._entries)
 
     def unload_all(self) -> None:
-        """Forget every cached model and move live ones to the CPU: first what the memory
-        manager placed on a device, then anything else still alive (e.g. loaded straight to the
-        GPU with --highvram and never run)."""
+        """Forget every cached model and move live ones to the CPU, tracked by the memory manager
+        or not (e.g. loaded straight to the GPU with --highvram and never run), then whatever
+        else the manager placed on a device."""
         import sys
 
         with self._lock:
@@ -75,7 +75,6 @@ class ModelCache:
                 return  # nothing was ever loaded
             from comfyserve.models import memory
 
-            memory.unload_all()
             for item in list(self._loaded):
                 try:
                     if memory.kind_of(item) is not None:
@@ -84,14 +83,8 @@ class ModelCache:
                         item.unload()
                 except Exception:
                     log.exception("unloading %r failed", item)
+            memory.unload_all()  # what the manager placed and nothing here still holds
         gc.collect()
-        _empty_accelerator_cache()
-
-
-def _empty_accelerator_cache() -> None:
-    import sys
-
-    if "torch" in sys.modules:
         from comfyserve.models import devices
 
         devices.empty_cache()

@@ -54,11 +54,11 @@ def vae_load_device() -> torch.device:
     return devices.policy().vae_offload_device
 
 
-def unet_dtype(device: torch.device | None = None) -> torch.dtype:
+def unet_dtype() -> torch.dtype:
     return devices.policy().unet_dtype
 
 
-def vae_dtype(device: torch.device | None = None) -> torch.dtype:
+def vae_dtype() -> torch.dtype:
     return devices.policy().vae_dtype
 
 
@@ -122,7 +122,7 @@ def _detect(state_dict: dict[str, Any], path: Path) -> CheckpointInfo:
 
 def _build_model(state_dict: dict[str, Any], info: CheckpointInfo, name: str, weight_dtype: str = "default") -> DiffusionModel:
     device = compute_device()
-    dtype = unet_dtype(device)
+    dtype = unet_dtype()
     try:
         unet, key_map = load_unet(state_dict, info.unet, name, info.unet_prefix, dtype, device)
     except (ModelLoadError, ModelDetectionError) as err:
@@ -140,7 +140,7 @@ def _build_model(state_dict: dict[str, Any], info: CheckpointInfo, name: str, we
 def _build_vae(state_dict: dict[str, Any], info: CheckpointInfo | None, config: detect.VAEConfig, prefix: str, name: str) -> VAE:
     device = vae_load_device()
     try:
-        return load_vae(state_dict, config, name, prefix, vae_dtype(device), device)
+        return load_vae(state_dict, config, name, prefix, vae_dtype(), device)
     except (ModelLoadError, ModelDetectionError) as err:
         raise CheckpointError(str(err)) from err
 
@@ -194,7 +194,7 @@ def load_vae_file(path: Path | str) -> VAE:
 
             device = vae_load_device()
             try:
-                return load_diffusers_vae_weights(state_dict, path.name, device, vae_dtype(device))
+                return load_diffusers_vae_weights(state_dict, path.name, device, vae_dtype())
             except (ModelLoadError, KeyError) as err:
                 raise CheckpointError(f"{path.name}: not a loadable diffusers VAE ({err})") from err
         prefix = detect.find_vae_prefix(state_dict)

@@ -154,7 +154,7 @@ def load_diffusers_folder_uncached(folder: Path, output_vae: bool = True, output
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(f"{folder}: not a diffusers model folder (no model_index.json)")
     device = compute_device()
-    unet, family = load_diffusers_unet(folder / "unet", device, unet_dtype(device))
+    unet, family = load_diffusers_unet(folder / "unet", device, unet_dtype())
     scheduler = {}
     if (folder / "scheduler" / "scheduler_config.json").is_file():
         scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
@@ -164,7 +164,7 @@ def load_diffusers_folder_uncached(folder: Path, output_vae: bool = True, output
     vae = None
     if output_vae and (folder / "vae").is_dir():
         vae = load_diffusers_vae_weights(read_part_weights(folder / "vae"), f"{folder.name}/vae", device,
-                                         vae_dtype(device), _config(folder / "vae"))
+                                         vae_dtype(), _config(folder / "vae"))
     clip = None
     if output_clip:
         parts: dict[str, dict[str, Any]] = {}

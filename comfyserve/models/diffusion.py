@@ -276,12 +276,6 @@ class DiffusionModel:
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.apply_model(*args, **kwargs)
 
-    def unload(self) -> None:
-        """Move the UNet to the CPU (for /free); weights stay loaded."""
-        with self._shared.lock:
-            if self.device.type != "cpu":
-                self.unet.to("cpu")
-
     def to(self, device: torch.device | str) -> DiffusionModel:
         with self._shared.lock:
             self.unet.to(device)  # the unpatched backups stay on the CPU

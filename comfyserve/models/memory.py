@@ -66,7 +66,7 @@ class ModelKind:
     move: Callable[[Any, torch.device], None]  # the whole model to a device
     devices: Callable[[DevicePolicy], tuple[torch.device, torch.device]]  # (runs on, waits on)
     pinned: Callable[[DevicePolicy], bool]  # the offload device is the compute device: never evicted
-    streamable: bool = True
+    streamable: bool = True  # partial offload possible (such kinds are made of one module)
     point_at: Callable[[Any, torch.device], None] | None = None  # partial: where inputs should go
     prepare: Callable[[Any], None] | None = None  # before weights change place
 
@@ -167,6 +167,7 @@ class _Want:
     device: torch.device
     offload_device: torch.device
     pinned: bool
+    total_bytes: int  # all its weights
 
 
 class MemoryManager:
@@ -285,20 +286,22 @@ class MemoryManager:
             if kind is None:
                 continue
             holder = kind.holder(model)
-            if not any(True for _ in kind.modules(holder)):
+            if id(holder) in wanted:
+                continue
+            modules = kind.modules(holder)
+            if not modules:
                 continue
             device, offload = (torch.device(d) for d in kind.devices(policy))
             if device.type == "cpu" and policy.compute_device.type != "cpu":
                 continue  # this kind runs on the CPU in this mode (--cpu-vae, text encoders in low VRAM)
-            wanted.setdefault(id(holder), _Want(id(holder), kind, holder, device, offload, kind.pinned(policy)))
+            record = self._loaded.get(id(holder))
+            total = record.total_bytes if record is not None else sum(module_bytes(m) for m in modules)
+            wanted[id(holder)] = _Want(id(holder), kind, holder, device, offload, kind.pinned(policy), total)
         return list(wanted.values())
 
     def _missing_bytes(self, want: _Want) -> int:
         record = self._loaded.get(want.key)
-        total = sum(module_bytes(m) for m in want.kind.modules(want.holder))
-        if record is None:
-            return total
-        return total - record.device_bytes
+        return want.total_bytes - (record.device_bytes if record is not None else 0)
 
     def _place(self, want: _Want, policy: DevicePolicy, reserve: int) -> None:
         kind, holder = want.kind, want.holder
@@ -306,8 +309,7 @@ class MemoryManager:
         if record is not None and record.partial is None:
             self._loaded.move_to_end(want.key)
             return
-        modules = kind.modules(holder)
-        total = sum(module_bytes(m) for m in modules)
+        total = want.total_bytes
         held = record.device_bytes if record is not None else 0
         budget = max(0, self.free(want.device) + held - reserve)
         if policy.vram_state is VRAMState.NO_VRAM:
@@ -338,11 +340,10 @@ class MemoryManager:
             log.info("%s %s (%.0f MB) does not fit on %s; it runs on %s", kind.name, _name(holder), total / MIB,
                      want.device, want.offload_device)
             return
-        parts = [PartialOffload(m, want.device, budget // max(1, len(modules)), want.offload_device, self.unit_bytes)
-                 for m in modules]
+        (module,) = kind.modules(holder)
+        partial = PartialOffload(module, want.device, budget, want.offload_device, self.unit_bytes)
         if kind.point_at:
             kind.point_at(holder, want.device)
-        partial = parts[0] if len(parts) == 1 else _Several(parts)
         self._record(want, total, partial)
         log.info("loaded %s %s partially on %s: %.0f of %.0f MB resident, the rest streamed", kind.name,
                  _name(holder), want.device, partial.resident_bytes / MIB, total / MIB)
@@ -376,21 +377,6 @@ class MemoryManager:
             self._empty_cache(device)
 
 
-class _Several:
-    """Partial offloads of a model made of several modules, read as one."""
-
-    def __init__(self, parts: Sequence[PartialOffload]) -> None:
-        self.parts = list(parts)
-
-    @property
-    def resident_bytes(self) -> int:
-        return sum(p.resident_bytes for p in self.parts)
-
-    def detach(self) -> None:
-        for part in self.parts:
-            part.detach()
-
-
 # -- estimates ---------------------------------------------------------------------------------
 def sampling_memory(model: Any, noise_shape: Sequence[int], policy: DevicePolicy | None = None) -> int:
     """Activation memory of one sampling step for latents of `noise_shape` (cond and uncond
@@ -416,7 +402,3 @@ def load_models(models: Iterable[Any], memory_required: int = 0) -> None:
 def unload_all() -> int:
     return MEMORY.unload_all()
 
-
-def intermediate_device() -> torch.device:
-    """Where latents and images live between nodes (the CPU; see DevicePolicy)."""
-    return devices.policy().intermediate_device

@@ -135,8 +135,6 @@ def tiled_map(samples: torch.Tensor, function: Callable[[torch.Tensor], torch.Te
     return output
 
 
-_is_oom = memory.is_oom
-
 
 def _free_memory(device: torch.device) -> int:
     try:
@@ -248,7 +246,7 @@ class VAE:
                     out = torch.empty((samples.shape[0], *part.shape[1:]), device=self.output_device)
                 out[start:start + batch] = part
         except Exception as err:
-            if not _is_oom(err):
+            if not memory.is_oom(err):
                 raise
             log.warning("Warning: Ran out of memory when regular VAE decoding, retrying with tiled VAE decoding.")
             out = None
@@ -288,7 +286,7 @@ class VAE:
                     out = torch.empty((pixels.shape[0], *part.shape[1:]), device=self.output_device)
                 out[start:start + batch] = part
         except Exception as err:
-            if not _is_oom(err):
+            if not memory.is_oom(err):
                 raise
             log.warning("Warning: Ran out of memory when regular VAE encoding, retrying with tiled VAE encoding.")
             out = None
@@ -323,13 +321,7 @@ class VAE:
         memory.load_models([self], memory_required)
 
     def _dtype_size(self) -> int:
-        return torch.tensor([], dtype=self.dtype).element_size()
-
-    def unload(self) -> None:
-        """Move the weights off the accelerator (the CPU keeps them)."""
-        if self.autoencoder is not None and self.device.type != "cpu":
-            self.autoencoder.to("cpu")
-            self.device = torch.device("cpu")
+        return devices.dtype_size(self.dtype)
 
 
 class PixelSpaceVAE(VAE):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from comfyserve.engine import interrupt, progress
-from comfyserve.models import memory
+from comfyserve.models import devices, memory
 from comfyserve.sampling import guidance
 from comfyserve.sampling.latent_preview import make_previewer
 from comfyserve.sampling.noise import empty_noise, inpaint_random_noise, prepare_noise
@@ -94,4 +94,4 @@ def sample(
 
     samples = ksampler_sample(sampler_name, denoiser, noise, latent_image, sigmas,
                               extra_args={"seed": seed, "model_options": {}}, callback=callback, disable=True)
-    return model.latent_format.process_out(samples.to(torch.float32)).to(memory.intermediate_device())
+    return model.latent_format.process_out(samples.to(torch.float32)).to(devices.policy().intermediate_device)

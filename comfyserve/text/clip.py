@@ -192,12 +192,13 @@ class CLIP:
         if self._patched is None:
             patched: dict[str, dict[str, torch.Tensor]] = {}
             encoders = self.cond_stage_model.encoders
+            # Kept on the offload device: the encoder may leave the GPU, these must not stay.
+            keep_on = default_device()
             for key, patch_list in self.patches.items():
                 name, _, rest = key.partition(".transformer.")
                 base = encoders[name].parameter(rest)
                 value = calculate_weight(patch_list, base.to(torch.float32), key)
-                # Kept on the offload device: the encoder may leave the GPU, these must not stay.
-                patched.setdefault(name, {})[rest] = value.to(device=default_device(), dtype=base.dtype)
+                patched.setdefault(name, {})[rest] = value.to(device=keep_on, dtype=base.dtype)
             self._patched = patched
         return self._patched
 

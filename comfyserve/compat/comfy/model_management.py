@@ -267,12 +267,17 @@ def unet_dtype(device: Any = None, model_params: int = 0, supported_dtypes: list
     policy = _policy()
     chosen = policy.unet_dtype
     if supported_dtypes and chosen not in supported_dtypes and not policy.flags.unet_dtype:
-        torch = _torch()
-        for dtype in supported_dtypes:
-            if (dtype == torch.float16 and policy.fp16_usable(device)) or (dtype == torch.bfloat16 and policy.bf16_usable(device)):
-                return dtype
-        return torch.float32
+        return _first_usable(supported_dtypes, device, policy)
     return chosen
+
+
+def _first_usable(dtypes: list[Any], device: Any, policy: devices.DevicePolicy) -> Any:
+    """The first half-precision dtype of `dtypes` that `device` computes well, else fp32."""
+    torch = _torch()
+    for dtype in dtypes:
+        if (dtype == torch.float16 and policy.fp16_usable(device)) or (dtype == torch.bfloat16 and policy.bf16_usable(device)):
+            return dtype
+    return torch.float32
 
 
 def unet_manual_cast(weight_dtype: Any, inference_device: Any, supported_dtypes: list[Any] | None = None) -> Any:
@@ -288,10 +293,7 @@ def vae_dtype(device: Any = None, allowed_dtypes: list[Any] | None = None) -> An
         return policy.vae_dtype
     if policy.flags.vae_dtype and policy.vae_device.type != "cpu":
         return getattr(torch, policy.flags.vae_dtype)
-    for dtype in allowed_dtypes:
-        if (dtype == torch.float16 and policy.fp16_usable(device)) or (dtype == torch.bfloat16 and policy.bf16_usable(device)):
-            return dtype
-    return torch.float32
+    return _first_usable(allowed_dtypes, device, policy)
 
 
 def text_encoder_dtype(device: Any = None) -> Any:
