@@ -10,6 +10,7 @@ import torch
 
 from ..model_sampling import ModelSamplingDiscrete, make_model_sampling
 from ..noise import BrownianTreeNoiseSampler, default_noise_sampler
+from ._run import SamplerRun
 
 _DEFAULT_MODEL_SAMPLING: ModelSamplingDiscrete | None = None
 
@@ -100,3 +101,12 @@ class UncondCapture:
                 "'sampler_post_cfg_function' hooks of extra_args['model_options']"
             )
         return self.uncond_denoised
+
+
+def guided_run(model, x, extra_args, callback, cfg_pp: bool = True) -> tuple[SamplerRun, UncondCapture | None]:
+    """A sampler run and, for CFG++ (`cfg_pp`), the capture its denoiser calls report their
+    unconditional prediction to (None otherwise)."""
+    if not cfg_pp:
+        return SamplerRun(model, x, extra_args, callback), None
+    uncond = UncondCapture()
+    return SamplerRun(model, x, uncond.install(extra_args), callback), uncond

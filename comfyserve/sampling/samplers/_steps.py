@@ -145,3 +145,11 @@ class LogSNRStep:
     def relative_noise_std(self, r: float = 1.0) -> torch.Tensor:
         """sqrt(1 - e^(-2 r h eta)): the std of the noise the SDE adds over fraction r, per unit sigma_r."""
         return (-2 * r * self.h * self.eta).expm1().neg().sqrt()
+
+
+def weighted_sum(weights, values):
+    """weights[0] * values[0] + weights[1] * values[1] + ..., summed left to right."""
+    total = weights[0] * values[0]
+    for w, v in zip(weights[1:], values[1:], strict=True):
+        total = total + w * v
+    return total

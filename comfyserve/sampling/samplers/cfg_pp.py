@@ -6,16 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from ._common import UncondCapture, model_sampling_of, noise_scale_of, step_noise_sampler
-from ._run import SamplerRun, intervals
+from ._common import guided_run, model_sampling_of, noise_scale_of, step_noise_sampler
+from ._run import intervals
 from ._steps import LogSNRStep, add_noise, ancestral_split, half_log_snr, slope
 from .dpmpp import two_stage_step
-
-
-def _guided_run(model, x, extra_args, callback) -> tuple[SamplerRun, UncondCapture]:
-    """A run whose denoiser calls report their unconditional prediction to the returned capture."""
-    uncond = UncondCapture()
-    return SamplerRun(model, x, uncond.install(extra_args), callback), uncond
 
 
 @torch.no_grad()
@@ -24,7 +18,7 @@ def sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=No
     direction for sigma_down, then add fresh noise of std sigma_up (all in the alpha-scaled frame)."""
     noise_sampler = step_noise_sampler(x, extra_args or {}, noise_sampler)
     s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    run, uncond = _guided_run(model, x, extra_args, callback)
+    run, uncond = guided_run(model, x, extra_args, callback)
     for i, sigma, sigma_next in intervals(sigmas):
         denoised = run.denoise(x, sigma)
         run.report(i, x, sigma, denoised)
@@ -53,7 +47,7 @@ def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback
     second stage's shift uses the midpoint's unconditional prediction; a step that reaches sigma 0
     lands on the guided prediction."""
     noise_sampler = step_noise_sampler(x, extra_args or {}, noise_sampler)
-    run, uncond = _guided_run(model, x, extra_args, callback)
+    run, uncond = guided_run(model, x, extra_args, callback)
     for i, sigma, sigma_next in intervals(sigmas):
         denoised = run.denoise(x, sigma)
         uncond_denoised = uncond.get()
@@ -75,7 +69,7 @@ def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback
 def sample_dpmpp_2m_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """DPM-Solver++(2M) (CFG++): x_next = D_guided + e^-h (x - D_uncond), plus the 2M correction
     from the previous unconditional prediction (not on the first step or the step to sigma 0)."""
-    run, uncond = _guided_run(model, x, extra_args, callback)
+    run, uncond = guided_run(model, x, extra_args, callback)
     previous_uncond = None
     for i, sigma, sigma_next in intervals(sigmas):
         denoised = run.denoise(x, sigma)

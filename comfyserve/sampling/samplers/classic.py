@@ -8,7 +8,7 @@ import torch
 from ._common import step_noise_sampler
 from ._history import History
 from ._run import SamplerRun, intervals
-from ._steps import add_noise, ancestral_split, euler_move, slope
+from ._steps import add_noise, ancestral_split, euler_move, slope, weighted_sum
 
 
 def _churn_gamma(sigma, n_steps: int, s_churn: float, s_tmin: float, s_tmax: float) -> float:
@@ -137,10 +137,7 @@ def _heunpp_slope(run: SamplerRun, x, sigma_hat, direction, later_sigmas, sigma_
     first_weight = 1
     for w in later_weights:
         first_weight = first_weight - w
-    combined = first_weight * direction
-    for w, d in zip(later_weights, directions[1:], strict=True):
-        combined = combined + w * d
-    return combined
+    return weighted_sum([first_weight, *later_weights], directions)
 
 
 @torch.no_grad()

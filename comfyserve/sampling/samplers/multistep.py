@@ -7,19 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from ._common import UncondCapture, model_sampling_of, noise_scale_of, step_noise_sampler
+from ._common import guided_run, model_sampling_of, noise_scale_of, step_noise_sampler
 from ._history import History
 from ._run import SamplerRun, intervals
-from ._steps import add_noise, ancestral_split, euler_move, h_phi_1, half_log_snr, slope
-
-
-def _weighted_sum(weights, values):
-    """weights[0] * values[0] + weights[1] * values[1] + ..., summed left to right."""
-    total = weights[0] * values[0]
-    for w, v in zip(weights[1:], values[1:], strict=True):
-        total = total + w * v
-    return total
-
+from ._steps import add_noise, ancestral_split, euler_move, h_phi_1, half_log_snr, slope, weighted_sum
 
 # -- iPNDM ----------------------------------------------------------------------------------------
 
@@ -66,7 +57,7 @@ def _ipndm(model, x, sigmas, extra_args, callback, max_order: int, variable_step
     for i, sigma, sigma_next in intervals(sigmas):
         denoised = run.denoise(x, sigma)
         run.report(i, sampler_input, sigma, denoised)
-        direction = (x - denoised) / sigma
+        direction = slope(x, sigma, denoised)
         order = min(max_order, i + 1)
         recent = [direction] + slopes.newest_first()
         if sigma_next == 0:
@@ -74,10 +65,10 @@ def _ipndm(model, x, sigmas, extra_args, callback, max_order: int, variable_step
         elif variable_steps:
             earlier_steps = [sigmas[i - k] - sigmas[i - k - 1] for k in range(order - 1)]
             weights = _variable_step_weights([sigma_next - sigma, *earlier_steps], order)
-            x = x + (sigma_next - sigma) * _weighted_sum(weights, recent[:order])
+            x = x + (sigma_next - sigma) * weighted_sum(weights, recent[:order])
         else:
             weights, denominator = _EQUAL_STEP_WEIGHTS[order]
-            x = x + (sigma_next - sigma) * _weighted_sum(weights, recent[:order]) / denominator
+            x = x + (sigma_next - sigma) * weighted_sum(weights, recent[:order]) / denominator
         slopes.push(direction)
     return x
 
@@ -157,7 +148,7 @@ def sample_deis(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     for i, sigma, sigma_next in intervals(sigmas):
         denoised = run.denoise(x, sigma)
         run.report(i, sampler_input, sigma, denoised)
-        direction = (x - denoised) / sigma
+        direction = slope(x, sigma, denoised)
         if sigma_next <= 0 or i == 0 or max_order < 2:
             x = euler_move(x, direction, sigma, sigma_next)
         else:
@@ -196,10 +187,9 @@ def res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None
     """RES multistep towards the ancestral sigma_down (eta > 0 adds the noise, eta = 0 is the ODE
     form); the first step and a step down to sigma 0 are Euler.  `cfg_pp` steps along the
     unconditional prediction and shifts x by (guided - unconditional)."""
-    uncond = UncondCapture() if cfg_pp else None
     noise_sampler = step_noise_sampler(x, extra_args or {}, noise_sampler)
     s_noise = s_noise * noise_scale_of(model_sampling_of(model))
-    run = SamplerRun(model, x, uncond.install(extra_args) if cfg_pp else extra_args, callback)
+    run, uncond = guided_run(model, x, extra_args, callback, cfg_pp)
     previous = None  # (prediction, sigma_down) of the previous step
     for i, sigma, sigma_next in intervals(sigmas):
         denoised = run.denoise(x, sigma)
@@ -252,8 +242,7 @@ def sample_res_multistep_ancestral_cfg_pp(model, x, sigmas, extra_args=None, cal
 def sample_gradient_estimation(model, x, sigmas, extra_args=None, callback=None, disable=None, ge_gamma=2.0, cfg_pp=False):
     """Euler with the slope extrapolated by (ge_gamma - 1) times its change since the previous step;
     `cfg_pp` takes the slope from the unconditional prediction and lands on the guided one."""
-    uncond = UncondCapture() if cfg_pp else None
-    run = SamplerRun(model, x, uncond.install(extra_args) if cfg_pp else extra_args, callback)
+    run, uncond = guided_run(model, x, extra_args, callback, cfg_pp)
     previous_slope = None
     for i, sigma, sigma_next in intervals(sigmas):
         denoised = run.denoise(x, sigma)

@@ -10,7 +10,7 @@ import torch
 
 from ._common import model_sampling_of, noise_scale_of, step_noise_sampler
 from ._run import SamplerRun, intervals
-from ._steps import LogSNRStep, exponential_update, half_log_snr, sigma_at
+from ._steps import LogSNRStep, exponential_update, half_log_snr, sigma_at, slope
 
 # -- DDPM / LCM -----------------------------------------------------------------------------------
 
@@ -36,7 +36,7 @@ def sample_ddpm(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     for i, sigma, sigma_next in intervals(sigmas):
         denoised = run.denoise(x, sigma)
         run.report(i, x, sigma, denoised)
-        x = _ddpm_step(x / torch.sqrt(1.0 + sigma**2.0), (x - denoised) / sigma, sigma, sigma_next, noise_sampler)
+        x = _ddpm_step(x / torch.sqrt(1.0 + sigma**2.0), slope(x, sigma, denoised), sigma, sigma_next, noise_sampler)
         if sigma_next != 0:
             x *= torch.sqrt(1.0 + sigma_next**2.0)
     return x
