@@ -168,17 +168,14 @@ def _phi_1(z):
     return h_phi_1(z) / z
 
 
-def _phi_2(z):
-    """phi_2(z) = (phi_1(z) - 1) / z."""
-    return (_phi_1(z) - 1.0) / z
-
-
 def _res_step(x, h, c2, current, previous):
     """The second-order exponential multistep update over half-log-SNR step h with the previous
-    prediction at relative position c2: e^-h x + h (b1 current + b2 previous), b2 = phi_2 / c2."""
-    phi_1, phi_2 = _phi_1(-h), _phi_2(-h)
-    b1 = torch.nan_to_num(phi_1 - phi_2 / c2, nan=0.0)
-    b2 = torch.nan_to_num(phi_2 / c2, nan=0.0)
+    prediction at relative position c2: e^-h x + h (b1 current + b2 previous), b2 = phi_2 / c2,
+    with phi_2(z) = (phi_1(z) - 1) / z."""
+    phi_1 = _phi_1(-h)
+    phi_2_over_c2 = (phi_1 - 1.0) / -h / c2
+    b1 = torch.nan_to_num(phi_1 - phi_2_over_c2, nan=0.0)
+    b2 = torch.nan_to_num(phi_2_over_c2, nan=0.0)
     return (-h).exp() * x + h * (b1 * current + b2 * previous)
 
 
